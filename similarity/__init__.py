@@ -1,0 +1,1 @@
+"""catalog-similarity: "similar products" from deep-learning encoders and a vector database."""

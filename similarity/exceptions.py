@@ -1,0 +1,25 @@
+"""The small exception hierarchy every layer raises."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class SimilarityError(Exception):
+    """Base class of every error this app raises on purpose."""
+
+
+class EncodingError(SimilarityError):
+    """One input could not be encoded (broken image, unreadable file). Not retryable."""
+
+
+class IndexUnavailable(SimilarityError):
+    """The vector store cannot be reached or opened right now. Retryable."""
+
+
+class NotIndexed(SimilarityError):
+    """The object has no vectors in the index yet."""
+
+
+class SimilarityConfigError(ImproperlyConfigured, SimilarityError):
+    """The ``SIMILARITY`` setting is wrong."""

@@ -1,0 +1,88 @@
+"""The ``VectorIndex`` protocol and the store-neutral types it speaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+VECTOR_NAMES = ("image", "text")
+
+
+@dataclass(frozen=True)
+class PointData:
+    id: str
+    vectors: dict[str, list[float]]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    vectors: dict[str, list[float]]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Store-neutral filter: each backend translates it into its own filter object.
+
+    ``match``: field must equal the value (for list fields: contain it).
+    ``match_any``: field must equal one of the values.
+    ``exclude``: field must not equal the value.
+    ``ranges``: field within ``(gte, lte)`` (either may be ``None``).
+    ``exclude_ids``: point ids to leave out.
+    """
+
+    match: dict[str, Any] = field(default_factory=dict)
+    match_any: dict[str, list[Any]] = field(default_factory=dict)
+    exclude: dict[str, Any] = field(default_factory=dict)
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    exclude_ids: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.match or self.match_any or self.exclude or self.ranges or self.exclude_ids)
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """A collection of points with named vectors ``image`` and ``text`` (cosine) and a payload."""
+
+    def ensure(self, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
+        """Create the collection and payload indexes if missing (idempotent)."""
+
+    def upsert(self, points: list[PointData]) -> None: ...
+
+    def delete(self, ids: list[str]) -> None: ...
+
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None: ...
+
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]: ...
+
+    def query(
+        self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None
+    ) -> list[Hit]: ...
+
+    def count(self) -> int: ...
+
+    def start_rebuild(self, dims: dict[str, int], payload_schema: dict[str, str]) -> VectorIndex:
+        """A new, empty generation to fill; the live one keeps answering meanwhile."""
+
+    @property
+    def generation(self) -> str:
+        """Name of the generation this object reads and writes."""
+
+    def resume_rebuild(self, generation: str) -> VectorIndex: ...
+
+    def abandon_rebuild(self, generation: str) -> None: ...
+
+    def finish_rebuild(self, new: VectorIndex) -> None:
+        """Make ``new`` the live generation in one atomic step and drop the old one."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,261 @@
+"""Qdrant Edge: the Qdrant engine in-process, a shard on local disk (the embedded default).
+
+Layout under ``path``: one directory per generation (``<collection>-<stamp>``) and a pointer
+file ``<collection>.current`` naming the live one. A rebuild fills a new directory and then
+replaces the pointer with ``os.replace`` (atomic), so readers never see an empty index; a reader
+notices the new pointer on its next call and reopens.
+
+Only one process at a time may open a shard (its WAL is locked). Opening waits up to
+``lock_timeout`` seconds for another process to let go, then raises ``IndexUnavailable``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import IndexUnavailable
+from .base import Hit, PointData, SearchFilter, StoredPoint
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool"}
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+
+
+class QdrantEdgeIndex:
+    def __init__(
+        self, *, path: str, collection: str = "products", lock_timeout: float = 10.0, **_: Any
+    ) -> None:
+        self.root = Path(path)
+        self.collection = collection
+        self.lock_timeout = lock_timeout
+        self._shard: Any = None
+        self._dir: str | None = None
+        self._pinned: str | None = None  # a generation being rebuilt: not the live pointer
+        self._lock = threading.RLock()
+
+    # -- generations ------------------------------------------------------------------------
+    @property
+    def pointer(self) -> Path:
+        return self.root / f"{self.collection}.current"
+
+    def _live_dir(self) -> str | None:
+        if self._pinned:
+            return self._pinned
+        try:
+            return self.pointer.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _write_pointer(self, name: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.pointer.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(name)
+        os.replace(tmp, self.pointer)
+
+    def _open(self, name: str) -> Any:
+        from qdrant_edge import EdgeShard
+
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return EdgeShard.load(str(self.root / name))
+            except Exception as exc:  # the binding raises plain Exception
+                if "WouldBlock" not in str(exc) or time.monotonic() >= deadline:
+                    raise IndexUnavailable(
+                        f"cannot open Qdrant Edge shard {self.root / name}: {exc}. Qdrant Edge "
+                        "allows one process at a time; stop the other process or set QDRANT_URL."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _get(self) -> Any:
+        with self._lock:
+            live = self._live_dir()
+            if live is None:
+                raise IndexUnavailable(
+                    f"no Qdrant Edge index at {self.root}; run `manage.py similarity_reindex --all`."
+                )
+            if self._shard is None or live != self._dir:
+                self._release()
+                self._shard = self._open(live)
+                self._dir = live
+            return self._shard
+
+    def _release(self) -> None:
+        if self._shard is not None:
+            try:
+                self._shard.flush()
+                self._shard.close()
+            finally:
+                self._shard = None
+                self._dir = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+    # -- protocol ---------------------------------------------------------------------------
+    def ensure(self, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
+        with self._lock:
+            if self._live_dir() is None:
+                name = f"{self.collection}-{_stamp()}"
+                self._create(name, dims, payload_schema)
+                self._write_pointer(name)
+            else:
+                self._ensure_field_indexes(self._get(), payload_schema)
+
+    def _create(self, name: str, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
+        from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams
+
+        config = EdgeConfig(
+            vectors={
+                vec: EdgeVectorParams(size=size, distance=Distance.Cosine) for vec, size in dims.items()
+            }
+        )
+        shard = EdgeShard.create(str(self.root / name), config)
+        self._ensure_field_indexes(shard, payload_schema)
+        shard.flush()
+        shard.close()
+
+    @staticmethod
+    def _ensure_field_indexes(shard: Any, payload_schema: dict[str, str]) -> None:
+        from qdrant_edge import PayloadSchemaType, UpdateOperation
+
+        present = set(shard.info().payload_schema)
+        for field_name, kind in payload_schema.items():
+            if field_name not in present:
+                schema = getattr(PayloadSchemaType, _SCHEMA_TYPES[kind])
+                shard.update(UpdateOperation.create_field_index(field_name, schema))
+
+    def upsert(self, points: list[PointData]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        if not points:
+            return
+        with self._lock:
+            shard = self._get()
+            shard.update(
+                UpdateOperation.upsert_points(
+                    [Point(p.id, {k: list(v) for k, v in p.vectors.items()}, p.payload) for p in points]
+                )
+            )
+            shard.flush()
+
+    def delete(self, ids: list[str]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        if not ids:
+            return
+        with self._lock:
+            shard = self._get()
+            shard.update(UpdateOperation.delete_points(list(ids)))
+            shard.flush()
+
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
+        from qdrant_edge import UpdateOperation
+
+        with self._lock:
+            shard = self._get()
+            shard.update(UpdateOperation.overwrite_payload([id], payload))
+            shard.flush()
+
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
+        if not ids:
+            return {}
+        with self._lock:
+            records = self._get().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        return {
+            str(r.id): StoredPoint(str(r.id), dict(r.vector or {}) if with_vectors else {}, dict(r.payload or {}))
+            for r in records
+        }
+
+    def query(
+        self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None
+    ) -> list[Hit]:
+        from qdrant_edge import Query, QueryRequest
+
+        request = QueryRequest(
+            limit=limit,
+            query=Query.Nearest(list(vector), using=using),
+            with_payload=True,
+            filter=to_edge_filter(filter) if filter else None,
+        )
+        with self._lock:
+            points = self._get().query(request)
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+    def count(self) -> int:
+        from qdrant_edge import CountRequest
+
+        with self._lock:
+            return int(self._get().count(CountRequest(exact=True)))
+
+    def start_rebuild(self, dims: dict[str, int], payload_schema: dict[str, str]) -> QdrantEdgeIndex:
+        name = f"{self.collection}-{_stamp()}"
+        self._create(name, dims, payload_schema)
+        new = QdrantEdgeIndex(path=str(self.root), collection=self.collection, lock_timeout=self.lock_timeout)
+        new._pinned = name
+        return new
+
+    @property
+    def generation(self) -> str:
+        return self._pinned or self._live_dir() or ""
+
+    def resume_rebuild(self, generation: str) -> QdrantEdgeIndex:
+        if not (self.root / generation).is_dir():
+            raise IndexUnavailable(f"rebuild generation {generation} is gone; start afresh")
+        new = QdrantEdgeIndex(path=str(self.root), collection=self.collection, lock_timeout=self.lock_timeout)
+        new._pinned = generation
+        return new
+
+    def abandon_rebuild(self, generation: str) -> None:
+        if generation and generation != self._live_dir():
+            shutil.rmtree(self.root / generation, ignore_errors=True)
+
+    def finish_rebuild(self, new: QdrantEdgeIndex) -> None:
+        name = new._pinned
+        assert name, "finish_rebuild takes the index returned by start_rebuild"
+        new.close()
+        with self._lock:
+            previous = self._live_dir()
+            self._write_pointer(name)
+            self._release()
+        # Keep the generation just replaced (a reader may still have it open); drop older ones.
+        keep = {name, previous}
+        for child in self.root.iterdir():
+            if child.is_dir() and child.name.startswith(f"{self.collection}-") and child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+        logger.info("Qdrant Edge index switched to %s", name)
+
+
+def to_edge_filter(spec: SearchFilter) -> Any:
+    from qdrant_edge import (
+        FieldCondition,
+        Filter,
+        HasIdCondition,
+        MatchAny,
+        MatchValue,
+        RangeFloat,
+    )
+
+    must: list[Any] = [FieldCondition(k, match=MatchValue(v)) for k, v in spec.match.items()]
+    must += [FieldCondition(k, match=MatchAny(list(v))) for k, v in spec.match_any.items()]
+    must += [
+        FieldCondition(k, range=RangeFloat(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
+    ]
+    must_not: list[Any] = [FieldCondition(k, match=MatchValue(v)) for k, v in spec.exclude.items()]
+    if spec.exclude_ids:
+        must_not.append(HasIdCondition({uuid.UUID(i) for i in spec.exclude_ids}))
+    return Filter(must=must or None, must_not=must_not or None)

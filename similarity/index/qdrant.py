@@ -1,0 +1,255 @@
+"""Qdrant server through ``qdrant-client`` (``QDRANT_URL``); its local mode serves tests.
+
+The live collection is reached through an alias named ``collection``; each generation is a
+collection ``<collection>_<stamp>``. A rebuild fills a new generation and then moves the alias
+in one ``update_collection_aliases`` call, which Qdrant applies atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ..exceptions import IndexUnavailable
+from .base import Hit, PointData, SearchFilter, StoredPoint
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@contextmanager
+def _unavailable_on_transport_errors(action: str) -> Iterator[None]:
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    try:
+        yield
+    except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
+        raise IndexUnavailable(f"Qdrant is unreachable while trying to {action}: {exc}") from exc
+    except UnexpectedResponse as exc:
+        if exc.status_code is not None and exc.status_code >= 500:
+            raise IndexUnavailable(f"Qdrant failed to {action}: {exc}") from exc
+        raise
+
+
+class QdrantServerIndex:
+    def __init__(
+        self, *, url: str = "", api_key: str = "", path: str = "", collection: str = "products",
+        timeout: float = 5.0, client: Any = None, **_: Any,
+    ) -> None:
+        self.url = url
+        self.api_key = api_key
+        self.location_path = path
+        self.alias = collection
+        self.timeout = timeout
+        self._client = client
+        self._target: str | None = None  # a generation being rebuilt, addressed by its name
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from qdrant_client import QdrantClient
+
+            if self.url == ":memory:":
+                self._client = QdrantClient(location=":memory:")
+            elif self.url:
+                self._client = QdrantClient(
+                    url=self.url, api_key=self.api_key or None, timeout=int(self.timeout)
+                )
+            else:
+                self._client = QdrantClient(path=self.location_path)
+        return self._client
+
+    @property
+    def name(self) -> str:
+        return self._target or self.alias
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        with _unavailable_on_transport_errors(action):
+            return fn()
+
+    # -- protocol ---------------------------------------------------------------------------
+    def ensure(self, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
+        def run() -> None:
+            aliases = {a.alias_name for a in self.client.get_aliases().aliases}
+            if self.alias in aliases or self.client.collection_exists(self.alias):
+                self._ensure_field_indexes(self.name, payload_schema)
+                return
+            generation = self._create(dims, payload_schema)
+            self._point_alias(generation, previous=None)
+
+        self._call("create the collection", run)
+
+    def _create(self, dims: dict[str, int], payload_schema: dict[str, str]) -> str:
+        from qdrant_client import models
+
+        generation = f"{self.alias}_{time.strftime('%Y%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        self.client.create_collection(
+            generation,
+            vectors_config={
+                vec: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                for vec, size in dims.items()
+            },
+        )
+        self._ensure_field_indexes(generation, payload_schema)
+        return generation
+
+    def _ensure_field_indexes(self, collection: str, payload_schema: dict[str, str]) -> None:
+        from qdrant_client import models
+
+        kinds = {
+            "keyword": models.PayloadSchemaType.KEYWORD,
+            "integer": models.PayloadSchemaType.INTEGER,
+            "float": models.PayloadSchemaType.FLOAT,
+            "bool": models.PayloadSchemaType.BOOL,
+        }
+        info = self.client.get_collection(collection)
+        present = set((info.payload_schema or {}).keys())
+        for field_name, kind in payload_schema.items():
+            if field_name not in present:
+                self.client.create_payload_index(collection, field_name, field_schema=kinds[kind])
+
+    def _point_alias(self, generation: str, previous: str | None) -> None:
+        from qdrant_client import models
+
+        operations: list[Any] = []
+        if previous is not None:
+            operations.append(
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias))
+            )
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=generation, alias_name=self.alias)
+            )
+        )
+        self.client.update_collection_aliases(change_aliases_operations=operations)
+
+    def _alias_target(self) -> str | None:
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.alias:
+                return str(alias.collection_name)
+        return None
+
+    def upsert(self, points: list[PointData]) -> None:
+        from qdrant_client import models
+
+        if not points:
+            return
+        structs = [models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points]
+        self._call("upsert points", lambda: self.client.upsert(self.name, points=structs, wait=True))
+
+    def delete(self, ids: list[str]) -> None:
+        from qdrant_client import models
+
+        if not ids:
+            return
+        selector = models.PointIdsList(points=list(ids))
+        self._call("delete points", lambda: self.client.delete(self.name, points_selector=selector, wait=True))
+
+    def set_payload(self, id: str, payload: dict[str, Any]) -> None:
+        self._call(
+            "set a payload",
+            lambda: self.client.overwrite_payload(self.name, payload=payload, points=[id], wait=True),
+        )
+
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
+        if not ids:
+            return {}
+        records = self._call(
+            "retrieve points",
+            lambda: self.client.retrieve(self.name, ids=list(ids), with_payload=True, with_vectors=with_vectors),
+        )
+        return {
+            str(r.id): StoredPoint(
+                str(r.id), dict(r.vector or {}) if with_vectors else {}, dict(r.payload or {})
+            )
+            for r in records
+        }
+
+    def query(
+        self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None
+    ) -> list[Hit]:
+        response = self._call(
+            "query",
+            lambda: self.client.query_points(
+                self.name, query=list(vector), using=using, limit=limit,
+                query_filter=to_client_filter(filter) if filter else None, with_payload=True,
+            ),
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def count(self) -> int:
+        return int(self._call("count points", lambda: self.client.count(self.name, exact=True).count))
+
+    def start_rebuild(self, dims: dict[str, int], payload_schema: dict[str, str]) -> QdrantServerIndex:
+        generation = self._call("create a collection", lambda: self._create(dims, payload_schema))
+        return self._generation_index(generation)
+
+    @property
+    def generation(self) -> str:
+        return self._target or self.alias
+
+    def _generation_index(self, generation: str) -> QdrantServerIndex:
+        new = QdrantServerIndex(
+            url=self.url, api_key=self.api_key, path=self.location_path, collection=self.alias,
+            timeout=self.timeout, client=self.client,
+        )
+        new._target = generation
+        return new
+
+    def resume_rebuild(self, generation: str) -> QdrantServerIndex:
+        if not self._call("look up a collection", lambda: self.client.collection_exists(generation)):
+            raise IndexUnavailable(f"rebuild collection {generation} is gone; start afresh")
+        return self._generation_index(generation)
+
+    def abandon_rebuild(self, generation: str) -> None:
+        def run() -> None:
+            if generation != self._alias_target() and self.client.collection_exists(generation):
+                self.client.delete_collection(generation)
+
+        self._call("delete a collection", run)
+
+    def finish_rebuild(self, new: QdrantServerIndex) -> None:
+        generation = new._target
+        assert generation, "finish_rebuild takes the index returned by start_rebuild"
+
+        def run() -> None:
+            previous = self._alias_target()
+            if previous is None and self.client.collection_exists(self.alias):
+                # A plain collection squats the alias name (created by hand): replace it.
+                self.client.delete_collection(self.alias)
+            self._point_alias(generation, previous=previous)
+            if previous and previous != generation:
+                self.client.delete_collection(previous)
+
+        self._call("switch the alias", run)
+        logger.info("Qdrant alias %s now points at %s", self.alias, generation)
+
+    def close(self) -> None:
+        if self._client is not None and self._target is None:
+            self._client.close()
+            self._client = None
+
+
+def to_client_filter(spec: SearchFilter) -> Any:
+    from qdrant_client import models
+
+    must: list[Any] = [
+        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.match.items()
+    ]
+    must += [
+        models.FieldCondition(key=k, match=models.MatchAny(any=list(v))) for k, v in spec.match_any.items()
+    ]
+    must += [
+        models.FieldCondition(key=k, range=models.Range(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
+    ]
+    must_not: list[Any] = [
+        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.exclude.items()
+    ]
+    if spec.exclude_ids:
+        must_not.append(models.HasIdCondition(has_id=sorted(spec.exclude_ids)))
+    return models.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,86 @@
+"""Embedding state in the database; the vectors themselves live in Qdrant."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Modality(models.TextChoices):
+    IMAGE = "image", "Image"
+    TEXT = "text", "Text"
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    INDEXED = "indexed", "Indexed"
+    FAILED = "failed", "Failed"
+    NO_CONTENT = "no_content", "No content"
+
+
+class IndexState(models.Model):
+    """Per indexed object and modality: what was encoded, with which model, and how it went."""
+
+    model_label = models.CharField(max_length=100)
+    object_id = models.BigIntegerField()
+    modality = models.CharField(max_length=10, choices=Modality.choices)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    content_hash = models.CharField(max_length=64, blank=True)
+    model_version = models.CharField(max_length=120, blank=True)
+    error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_label", "object_id", "modality"], name="uniq_index_state"
+            )
+        ]
+        indexes = [models.Index(fields=["model_label", "status"])]
+        verbose_name = "index state"
+
+    def __str__(self) -> str:
+        return f"{self.model_label}:{self.object_id} {self.modality} {self.status}"
+
+
+class PendingChange(models.Model):
+    """Transactional outbox: written in the same transaction as the change it records.
+
+    A task deletes the row once the change is in the index, so a change whose task was never
+    queued (broker down) or failed (Qdrant down) is still here for ``similarity_reindex
+    --pending``.
+    """
+
+    class Action(models.TextChoices):
+        INDEX = "index", "Index"
+        REMOVE = "remove", "Remove"
+
+    model_label = models.CharField(max_length=100)
+    object_id = models.BigIntegerField()
+    action = models.CharField(max_length=6, choices=Action.choices, default=Action.INDEX)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_label", "object_id"], name="uniq_pending_change")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.model_label}:{self.object_id}"
+
+
+class RebuildCheckpoint(models.Model):
+    """Where a full rebuild stands, so an interrupted one resumes instead of restarting."""
+
+    model_label = models.CharField(max_length=100, unique=True)
+    generation = models.CharField(max_length=200)
+    last_pk = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"rebuild of {self.model_label} into {self.generation} after pk {self.last_pk}"

@@ -1,0 +1,89 @@
+"""Process-wide instances built from settings: specs, encoders and the vector index.
+
+Built lazily on first use, so nothing heavy happens at import time or before a worker forks;
+``reset()`` drops them (settings changed, or a forked child must not reuse its parent's).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from .conf import get_settings
+from .exceptions import SimilarityConfigError
+
+_lock = threading.RLock()
+_cache: dict[str, Any] = {}
+
+
+def _cached(key: str, build: Any) -> Any:
+    with _lock:
+        if key not in _cache:
+            _cache[key] = build()
+        return _cache[key]
+
+
+def reset() -> None:
+    with _lock:
+        index = _cache.pop("index", None)
+        if index is not None:
+            index.close()
+        _cache.clear()
+
+
+def specs() -> dict[str, Any]:
+    def build() -> dict[str, Any]:
+        result = {}
+        for path in get_settings().specs:
+            spec = import_string(path)()
+            result[spec.label] = spec
+        return result
+
+    return _cached("specs", build)  # type: ignore[no-any-return]
+
+
+def spec_for(model_or_label: Any) -> Any:
+    label = model_or_label if isinstance(model_or_label, str) else model_or_label._meta.label_lower
+    try:
+        return specs()[label.lower()]
+    except KeyError:
+        raise SimilarityConfigError(f"no similarity spec is registered for {label}") from None
+
+
+def text_encoder() -> Any:
+    from .encoders.text import SentenceTransformerTextEncoder
+
+    conf = get_settings()
+    return _cached(
+        "text",
+        lambda: SentenceTransformerTextEncoder(
+            conf.text_model, device=conf.device, batch_size=conf.batch_size,
+            half_precision=conf.half_precision,
+        ),
+    )
+
+
+def image_encoder() -> Any:
+    from .encoders.image import TimmImageEncoder
+
+    conf = get_settings()
+    return _cached(
+        "image",
+        lambda: TimmImageEncoder(
+            conf.image_model, checkpoint=conf.image_checkpoint, device=conf.device,
+            batch_size=conf.batch_size, half_precision=conf.half_precision,
+        ),
+    )
+
+
+def vector_index() -> Any:
+    conf = get_settings().index
+    return _cached(
+        "index",
+        lambda: import_string(conf.backend)(
+            url=conf.url, api_key=conf.api_key, path=conf.path, collection=conf.collection,
+            lock_timeout=conf.lock_timeout, timeout=conf.timeout,
+        ),
+    )

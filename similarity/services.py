@@ -1,0 +1,641 @@
+"""The one service layer: tasks, commands, admin, views and template tags all call these.
+
+Write side: :func:`index_products`, :func:`remove_products`, :func:`record_changes`,
+:func:`dispatch_changes`, :func:`process_pending`, :func:`rebuild_index`.
+Read side: :func:`find_similar`, :func:`index_health`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import registry
+from .conf import get_settings  # noqa: F401 - re-exported for commands
+from .exceptions import EncodingError, IndexUnavailable, SimilarityError
+from .index.base import VECTOR_NAMES, PointData, SearchFilter, VectorIndex
+from .models import IndexState, Modality, PendingChange, RebuildCheckpoint, Status
+from .results import IndexReport, ResultStatus, SimilarHit, SimilarResult
+from .specs import IndexSpec, text_hash
+
+logger = logging.getLogger(__name__)
+
+#: payload fields every point carries, whatever the spec adds
+BASE_PAYLOAD_SCHEMA = {"pk": "integer", "group": "integer", "model": "keyword"}
+
+
+def _spec(model: Any = None) -> IndexSpec:
+    if model is None:
+        return next(iter(registry.specs().values()))  # type: ignore[no-any-return]
+    return registry.spec_for(model)  # type: ignore[no-any-return]
+
+
+def payload_schema(spec: IndexSpec) -> dict[str, str]:
+    return {**BASE_PAYLOAD_SCHEMA, **spec.payload_schema}
+
+
+def vector_dims() -> dict[str, int]:
+    return {"image": registry.image_encoder().dim, "text": registry.text_encoder().dim}
+
+
+def ensure_index(spec: IndexSpec | None = None, index: VectorIndex | None = None) -> VectorIndex:
+    spec = spec or _spec()
+    index = index or registry.vector_index()
+    index.ensure(vector_dims(), payload_schema(spec))
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# Change capture: outbox rows in the committing transaction, tasks after commit
+# ---------------------------------------------------------------------------------------------
+def record_changes(label: str, index_ids: Iterable[int] = (), remove_ids: Iterable[int] = ()) -> None:
+    """Write outbox rows in the current transaction (one query per call)."""
+    now = timezone.now()
+    rows = [
+        PendingChange(model_label=label, object_id=pk, action=PendingChange.Action.INDEX, created_at=now)
+        for pk in set(index_ids) - set(remove_ids)
+    ] + [
+        PendingChange(model_label=label, object_id=pk, action=PendingChange.Action.REMOVE, created_at=now)
+        for pk in set(remove_ids)
+    ]
+    if rows:
+        PendingChange.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["model_label", "object_id"],
+            update_fields=["action", "created_at", "processed_at"],
+        )
+
+
+def dispatch_changes(label: str, index_ids: Iterable[int] = (), remove_ids: Iterable[int] = ()) -> None:
+    """Hand committed changes to the task queue. Never raises: the outbox keeps what fails."""
+    index_ids, remove_ids = sorted(set(index_ids) - set(remove_ids)), sorted(set(remove_ids))
+    dispatcher = import_string(get_settings().dispatcher)
+    try:
+        dispatcher(label, index_ids, remove_ids)
+    except Exception:  # broker down, or an eager task that found Qdrant down
+        logger.warning(
+            "could not process %d changes of %s now; they stay pending for "
+            "`similarity_reindex --pending`", len(index_ids) + len(remove_ids), label, exc_info=True,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Indexing
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    """One object being indexed in a batch."""
+
+    obj: Any
+    point_id: str
+    text: str
+    text_hash: str
+    image_blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    image_hash: str = ""
+    image_errors: list[str] = field(default_factory=list)
+    encode_text: bool = False
+    encode_image: bool = False
+    vectors: dict[str, list[float]] = field(default_factory=dict)
+    image_error: str = ""
+
+
+def _read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    blobs, errors = [], []
+    for source in spec.get_images(obj)[:limit]:
+        try:
+            with source.open() as fh:
+                blobs.append((source.name, fh.read()))
+        except (OSError, ValueError) as exc:
+            errors.append(f"{source.name}: cannot read file ({exc.__class__.__name__}: {exc})")
+    return blobs, errors
+
+
+def _blob_hash(blobs: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for _name, data in blobs:
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()[:32]
+
+
+def _decode_all(items: list[_Item], max_pixels: int) -> list[tuple[int, Any]]:
+    """Decode and preprocess every image of the items needing it, in a thread pool.
+
+    Returns (item position, preprocessed tensor) pairs; errors are recorded on the items.
+    """
+    from .encoders.images import open_image
+
+    encoder = registry.image_encoder()
+    jobs = [(pos, name, data) for pos, item in enumerate(items) if item.encode_image
+            for name, data in item.image_blobs]
+
+    def work(job: tuple[int, str, bytes]) -> tuple[int, Any, str]:
+        pos, name, data = job
+        try:
+            image = open_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
+            return pos, encoder.preprocess(image), ""
+        except EncodingError as exc:
+            return pos, None, str(exc)
+
+    workers = max(1, min(4, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(work, jobs))
+    decoded = []
+    for pos, tensor, error in results:
+        if error:
+            items[pos].image_errors.append(error)
+        else:
+            decoded.append((pos, tensor))
+    return decoded
+
+
+def index_products(
+    ids: Iterable[int], *, model: Any = None, force: bool = False, index: VectorIndex | None = None,
+    settle_outbox: bool = True,
+) -> IndexReport:
+    """Bring the index in line with the database for ``ids``: the one indexing routine.
+
+    Re-encodes a modality only when its content hash or model version changed (or ``force``),
+    keeps the stored vector otherwise, refreshes the payload always, removes objects that no
+    longer exist. Raises :class:`IndexUnavailable` (retryable) when the store is down; then
+    nothing is marked done and the outbox rows stay. ``settle_outbox=False`` (a rebuild
+    filling a new generation) leaves the outbox to the live path.
+    """
+    spec = _spec(model)
+    label = spec.label
+    ids = sorted({int(i) for i in ids})
+    report = IndexReport()
+    if not ids:
+        return report
+    started = timezone.now()
+    conf = get_settings()
+    index = index or registry.vector_index()
+    text_encoder, image_encoder = registry.text_encoder(), registry.image_encoder()
+    versions = {"text": text_encoder.version, "image": image_encoder.version}
+
+    objects = {obj.pk: obj for obj in spec.get_queryset().filter(pk__in=ids)}
+    gone = [pk for pk in ids if pk not in objects or not spec.should_index(objects[pk])]
+    for pk in gone:
+        objects.pop(pk, None)
+
+    states = {
+        (s.object_id, s.modality): s
+        for s in IndexState.objects.filter(model_label=label, object_id__in=list(objects))
+    }
+    items: list[_Item] = []
+    for obj in objects.values():
+        text = spec.get_text(obj)
+        blobs, read_errors = _read_images(spec, obj, conf.max_images)
+        items.append(
+            _Item(obj=obj, point_id=spec.point_id(obj.pk), text=text, text_hash=text_hash(text),
+                  image_blobs=blobs, image_hash=_blob_hash(blobs) if blobs else "",
+                  image_errors=read_errors)
+        )
+
+    ensure_index(spec, index)
+    stored = {} if force else index.retrieve([i.point_id for i in items], with_vectors=True)
+
+    def needs(item: _Item, modality: str, content: str) -> bool:
+        state = states.get((item.obj.pk, modality))
+        have = stored.get(item.point_id)
+        return (
+            force or state is None or state.status != Status.INDEXED or state.content_hash != content
+            or state.model_version != versions[modality] or have is None or modality not in have.vectors
+        )
+
+    for item in items:
+        item.encode_text = bool(item.text) and needs(item, "text", item.text_hash)
+        item.encode_image = bool(item.image_blobs) and needs(item, "image", item.image_hash)
+        have = stored.get(item.point_id)
+        if have is not None:
+            if item.text and not item.encode_text:
+                item.vectors["text"] = have.vectors["text"]
+            if item.image_blobs and not item.encode_image and not item.image_errors:
+                item.vectors["image"] = have.vectors["image"]
+
+    # -- encode, in batches ------------------------------------------------------------------
+    text_items = [item for item in items if item.encode_text]
+    if text_items:
+        vectors = text_encoder.encode([item.text for item in text_items])
+        for item, vector in zip(text_items, vectors, strict=True):
+            item.vectors["text"] = vector.tolist()
+        report.encoded["text"] += len(text_items)
+
+    if any(item.encode_image for item in items):
+        decoded = _decode_all(items, conf.max_image_pixels)
+        if decoded:
+            matrix = image_encoder.encode_tensors([tensor for _pos, tensor in decoded])
+            per_item: dict[int, list[np.ndarray]] = {}
+            for (pos, _tensor), vector in zip(decoded, matrix, strict=True):
+                per_item.setdefault(pos, []).append(vector)
+            for pos, vectors in per_item.items():
+                # Several images: the mean of their normalised vectors, normalised again.
+                mean = np.mean(vectors, axis=0)
+                items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
+                report.encoded["image"] += 1
+
+    # -- write the points, then the state ----------------------------------------------------
+    points = []
+    for item in items:
+        if not item.vectors:
+            continue  # nothing to search with (no text, no usable image)
+        payload = {
+            **spec.get_payload(item.obj), "pk": item.obj.pk, "model": label,
+            "group": spec.get_group(item.obj), "text_hash": item.text_hash,
+            "image_hash": item.image_hash,
+            "model_versions": {m: versions[m] for m in item.vectors},
+        }
+        points.append(PointData(item.point_id, item.vectors, payload))
+    stale = [i.point_id for i in items if not i.vectors] + [spec.point_id(pk) for pk in gone]
+    index.upsert(points)
+    index.delete(stale)
+
+    now = timezone.now()
+    new_states = []
+    for item in items:
+        for modality, content, has_content in (
+            ("text", item.text_hash, bool(item.text)),
+            ("image", item.image_hash, bool(item.image_blobs) or bool(item.image_errors)),
+        ):
+            ok = modality in item.vectors
+            errors = item.image_errors if modality == "image" else []
+            if not has_content:
+                status, error = Status.NO_CONTENT, ""
+            elif ok:
+                status, error = Status.INDEXED, "\n".join(errors)
+            else:
+                status, error = Status.FAILED, "\n".join(errors) or "could not encode"
+                report.failed[modality] += 1
+                report.errors.append(f"{label}:{item.obj.pk} {modality}: {error}")
+            new_states.append(
+                IndexState(
+                    model_label=label, object_id=item.obj.pk, modality=modality, status=status,
+                    content_hash=content, model_version=versions[modality] if ok else "",
+                    error=error, updated_at=now, indexed_at=now if ok else None,
+                )
+            )
+    with transaction.atomic():
+        IndexState.objects.bulk_create(
+            new_states, update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
+            update_fields=["status", "content_hash", "model_version", "error", "updated_at", "indexed_at"],
+        )
+        if gone:
+            IndexState.objects.filter(model_label=label, object_id__in=gone).delete()
+        if settle_outbox:
+            _settle(label, ids, started)
+    report.indexed += len(points)
+    report.removed += len(gone)
+    for error in report.errors:
+        logger.warning("indexing problem: %s", error)
+    return report
+
+
+def remove_products(ids: Iterable[int], *, model: Any = None, index: VectorIndex | None = None) -> int:
+    """Delete the points of ``ids`` (objects deleted from the database)."""
+    spec = _spec(model)
+    ids = sorted({int(i) for i in ids})
+    if not ids:
+        return 0
+    started = timezone.now()
+    index = index or registry.vector_index()
+    index.delete([spec.point_id(pk) for pk in ids])
+    with transaction.atomic():
+        IndexState.objects.filter(model_label=spec.label, object_id__in=ids).delete()
+        _settle(spec.label, ids, started)
+    return len(ids)
+
+
+#: processed outbox rows are kept this long, so a rebuild can catch up with what changed
+OUTBOX_RETENTION_HOURS = 24
+
+
+def _settle(label: str, ids: list[int], started: datetime) -> None:
+    """Mark outbox rows done. Rows recorded after ``started`` are newer than what was read,
+    so they stay pending."""
+    from datetime import timedelta
+
+    now = timezone.now()
+    PendingChange.objects.filter(
+        model_label=label, object_id__in=ids, created_at__lte=started, processed_at__isnull=True
+    ).update(processed_at=now)
+    PendingChange.objects.filter(
+        processed_at__lt=now - timedelta(hours=OUTBOX_RETENTION_HOURS)
+    ).delete()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk work for the reindex command
+# ---------------------------------------------------------------------------------------------
+def iter_batches(queryset: Any, batch_size: int, start_after: int = 0) -> Iterator[list[int]]:
+    """Keyset pagination over primary keys (never OFFSET)."""
+    last = start_after
+    while True:
+        batch = list(queryset.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1]
+
+
+def process_pending(
+    *, model: Any = None, batch_size: int = 64, enqueue: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> IndexReport:
+    """Do (or enqueue) every change in the outbox."""
+    spec = _spec(model)
+    report = IndexReport()
+    pending = PendingChange.objects.filter(model_label=spec.label, processed_at__isnull=True)
+    last = 0
+    while True:
+        rows = list(pending.filter(pk__gt=last).order_by("pk")[:batch_size])
+        if not rows:
+            return report
+        last = rows[-1].pk
+        to_index = [r.object_id for r in rows if r.action == PendingChange.Action.INDEX]
+        to_remove = [r.object_id for r in rows if r.action == PendingChange.Action.REMOVE]
+        PendingChange.objects.filter(pk__in=[r.pk for r in rows]).update(attempts=F("attempts") + 1)
+        if enqueue:
+            import_string(get_settings().dispatcher)(spec.label, to_index, to_remove)
+        else:
+            report.merge(index_products(to_index, model=spec.label))
+            report.removed += remove_products(to_remove, model=spec.label)
+        if progress:
+            progress(len(rows))
+
+
+def failed_ids(model: Any = None) -> Any:
+    spec = _spec(model)
+    return (
+        IndexState.objects.filter(model_label=spec.label, status=Status.FAILED)
+        .values_list("object_id", flat=True).distinct()
+    )
+
+
+def rebuild_index(
+    *, model: Any = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
+    resume: bool = True,
+) -> IndexReport:
+    """Re-encode everything into a new generation and switch to it atomically.
+
+    The live index keeps answering meanwhile. Progress is checkpointed per batch, so an
+    interrupted rebuild resumes where it stopped (``resume=False`` starts afresh).
+    Changes committed while it runs are caught up before the switch.
+    """
+    spec = _spec(model)
+    live = registry.vector_index()
+    checkpoint = RebuildCheckpoint.objects.filter(model_label=spec.label).first()
+    if checkpoint and resume:
+        target = live.resume_rebuild(checkpoint.generation)
+        logger.info("resuming rebuild of %s after pk %s", spec.label, checkpoint.last_pk)
+    else:
+        if checkpoint:
+            live.abandon_rebuild(checkpoint.generation)
+            checkpoint.delete()
+        target = live.start_rebuild(vector_dims(), payload_schema(spec))
+        checkpoint = RebuildCheckpoint.objects.create(
+            model_label=spec.label, generation=target.generation, last_pk=0
+        )
+    report = IndexReport()
+    queryset = spec.get_queryset()
+    for batch in iter_batches(queryset, batch_size, start_after=checkpoint.last_pk):
+        report.merge(
+            index_products(batch, model=spec.label, force=True, index=target, settle_outbox=False)
+        )
+        RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_pk=batch[-1])
+        if progress:
+            progress(len(batch))
+    _catch_up(spec, target, since=checkpoint.started_at, report=report)
+    live.finish_rebuild(target)
+    checkpoint.delete()
+    return report
+
+
+def _catch_up(spec: IndexSpec, target: VectorIndex, *, since: datetime, report: IndexReport) -> None:
+    """Apply to ``target`` every change committed since the rebuild started (the outbox keeps
+    processed rows for a while, so changes the live path already handled are seen too)."""
+    changes = PendingChange.objects.filter(model_label=spec.label, created_at__gte=since)
+    changed = sorted(set(changes.values_list("object_id", flat=True)))
+    for start in range(0, len(changed), 256):
+        # index_products removes from ``target`` what no longer exists.
+        report.merge(
+            index_products(
+                changed[start : start + 256], model=spec.label, force=True, index=target,
+                settle_outbox=False,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def _category_filter_value(payload: dict[str, Any], level: int) -> int | None:
+    path = payload.get("category_path") or []
+    if not path:
+        return None
+    return int(path[min(level, len(path)) - 1])
+
+
+def find_similar(
+    obj: Any,
+    *,
+    limit: int = 10,
+    same_category: int | bool | None = None,
+    in_stock: bool = False,
+    brand: str | None = None,
+    exclude_variants: bool = True,
+    one_per_group: bool = True,
+    weights: dict[str, float] | None = None,
+    modalities: Iterable[str] = VECTOR_NAMES,
+) -> SimilarResult:
+    """Products most like ``obj``: fused image+text cosine, with per-modality scores.
+
+    ``same_category``: ``True`` = the product's own (deepest) category, an int N = the same
+    ancestor at depth N (1 = top level). Never raises for an unindexed object or a store that
+    is down: the result's ``status`` says so.
+    """
+    spec = _spec(type(obj))
+    conf = get_settings()
+    weights = dict(weights or conf.weights)
+    index = registry.vector_index()
+    point_id = spec.point_id(obj.pk)
+    try:
+        stored = index.retrieve([point_id], with_vectors=True).get(point_id)
+        if stored is None:
+            return SimilarResult(ResultStatus.NOT_INDEXED, message=f"{obj} is not indexed yet")
+        query_vectors = {m: v for m, v in stored.vectors.items() if m in modalities and weights.get(m, 0) > 0}
+        if not query_vectors:
+            return SimilarResult(ResultStatus.NOT_INDEXED, message=f"{obj} has no vectors to compare")
+        search_filter = _build_filter(
+            stored.payload, point_id, same_category=same_category, in_stock=in_stock, brand=brand,
+            exclude_variants=exclude_variants,
+        )
+        fetch = max(conf.candidates, limit * 4)
+        candidate_ids: dict[str, None] = {}
+        for modality, vector in query_vectors.items():
+            for hit in index.query(modality, vector, limit=fetch, filter=search_filter):
+                candidate_ids.setdefault(hit.id)
+        candidates = index.retrieve(list(candidate_ids), with_vectors=True)
+    except IndexUnavailable as exc:
+        logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)
+        return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
+
+    scored = _fuse(query_vectors, candidates, weights)
+    hits: list[tuple[float, dict[str, float], dict[str, Any]]] = []
+    seen_groups: set[Any] = set()
+    for score, scores, payload in scored:
+        group = payload.get("group")
+        if one_per_group and group is not None:
+            if group in seen_groups:
+                continue
+            seen_groups.add(group)
+        hits.append((score, scores, payload))
+        if len(hits) >= limit:
+            break
+    objects = spec.get_queryset().in_bulk([payload["pk"] for _s, _m, payload in hits])
+    return SimilarResult(
+        ResultStatus.OK,
+        [
+            SimilarHit(objects[payload["pk"]], payload["pk"], score, scores)
+            for score, scores, payload in hits
+            if payload["pk"] in objects
+        ],
+    )
+
+
+def _build_filter(
+    payload: dict[str, Any], point_id: str, *, same_category: int | bool | None, in_stock: bool,
+    brand: str | None, exclude_variants: bool,
+) -> SearchFilter:
+    match: dict[str, Any] = {}
+    exclude: dict[str, Any] = {}
+    if same_category:
+        level = 99 if same_category is True else int(same_category)
+        category = _category_filter_value(payload, level)
+        if category is not None:
+            match["category_ids"] = category
+    if in_stock:
+        match["in_stock"] = True
+    if brand:
+        match["brand"] = brand
+    if exclude_variants and payload.get("group") is not None:
+        exclude["group"] = payload["group"]
+    return SearchFilter(match=match, exclude=exclude, exclude_ids=frozenset({point_id}))
+
+
+def _fuse(
+    query: dict[str, list[float]], candidates: dict[str, Any], weights: dict[str, float],
+) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
+    """Weighted mean of the cosine similarities of the modalities both sides have."""
+    rows = []
+    query_np = {m: np.asarray(v, dtype=np.float32) for m, v in query.items()}
+    for point in candidates.values():
+        scores = {
+            m: float(np.dot(q, np.asarray(point.vectors[m], dtype=np.float32)))
+            for m, q in query_np.items() if m in point.vectors
+        }
+        if not scores:
+            continue
+        total = sum(weights.get(m, 0.0) for m in scores)
+        fused = sum(weights.get(m, 0.0) * s for m, s in scores.items()) / total if total else 0.0
+        rows.append((fused, scores, point.payload))
+    rows.sort(key=lambda row: row[0], reverse=True)
+    return rows
+
+
+def index_health(model: Any = None) -> dict[str, Any]:
+    """Counts per modality and status, model versions present, oldest pending change."""
+    from django.db.models import Count, Min
+
+    spec = _spec(model)
+    states = IndexState.objects.filter(model_label=spec.label)
+    counts: dict[str, dict[str, int]] = {m: {s: 0 for s in Status.values} for m in Modality.values}
+    for row in states.values("modality", "status").annotate(n=Count("id")):
+        counts[row["modality"]][row["status"]] = row["n"]
+    pending = PendingChange.objects.filter(model_label=spec.label, processed_at__isnull=True)
+    return {
+        "counts": counts,
+        "model_versions": sorted(
+            set(states.exclude(model_version="").values_list("model_version", flat=True))
+        ),
+        "pending_changes": pending.count(),
+        "oldest_pending": pending.aggregate(oldest=Min("created_at"))["oldest"],
+        "unindexed_objects": spec.get_queryset().exclude(
+            pk__in=states.filter(status=Status.INDEXED).values("object_id")
+        ).count(),
+        "recent_errors": list(
+            states.filter(status=Status.FAILED).exclude(error="").order_by("-updated_at")
+            .values("object_id", "modality", "error", "updated_at")[:20]
+        ),
+    }
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Search by a typed query or a photo (text → text vectors, photo → image vectors)
+# ---------------------------------------------------------------------------------------------
+def _search(using: str, vector: list[float], *, model: Any, limit: int, in_stock: bool,
+            category_id: int | None) -> SimilarResult:
+    spec = _spec(model)
+    match: dict[str, Any] = {}
+    if in_stock:
+        match["in_stock"] = True
+    if category_id is not None:
+        match["category_ids"] = int(category_id)
+    try:
+        hits = registry.vector_index().query(
+            using, vector, limit=limit, filter=SearchFilter(match=match) if match else None
+        )
+    except IndexUnavailable as exc:
+        logger.warning("search by %s: index unavailable: %s", using, exc)
+        return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
+    objects = spec.get_queryset().in_bulk([h.payload["pk"] for h in hits])
+    return SimilarResult(
+        ResultStatus.OK,
+        [SimilarHit(objects[h.payload["pk"]], h.payload["pk"], h.score, {using: h.score})
+         for h in hits if h.payload.get("pk") in objects],
+    )
+
+
+def search_text(
+    query: str, *, model: Any = None, limit: int = 20, in_stock: bool = False,
+    category_id: int | None = None,
+) -> SimilarResult:
+    """Semantic search: the typed query against the products' text vectors."""
+    query = " ".join(query.split())
+    if not query:
+        return SimilarResult(ResultStatus.OK, message="empty query")
+    vector = registry.text_encoder().encode([query])[0].tolist()
+    return _search("text", vector, model=model, limit=limit, in_stock=in_stock, category_id=category_id)
+
+
+def search_image(
+    fp: Any, *, model: Any = None, limit: int = 20, in_stock: bool = False,
+    category_id: int | None = None, name: str = "upload",
+) -> SimilarResult:
+    """Visual search: a photo (path or file object) against the products' image vectors.
+
+    Raises :class:`EncodingError` when the upload is not a usable image.
+    """
+    from .encoders.images import open_image
+
+    image = open_image(fp, name=name, max_pixels=get_settings().max_image_pixels)
+    vector = registry.image_encoder().encode([image])[0].tolist()
+    return _search("image", vector, model=model, limit=limit, in_stock=in_stock, category_id=category_id)
+
+
+__all__ = [
+    "IndexReport", "SimilarityError", "dispatch_changes", "ensure_index", "failed_ids", "find_similar",
+    "index_health", "index_products", "process_pending", "rebuild_index", "record_changes",
+    "remove_products", "search_image", "search_text",
+]

@@ -1,0 +1,1 @@
+"""Celery tasks and worker start-up: thin adapters over ``similarity.services``."""

@@ -1,0 +1,67 @@
+"""Celery tasks. Each is a thin adapter over ``similarity.services``.
+
+Models load lazily inside the task on first use, so nothing heavy happens before the prefork
+pool forks; a child also drops whatever it inherited (``worker_process_init``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import task_postrun, worker_process_init
+
+from similarity import registry, services
+from similarity.conf import get_settings
+from similarity.exceptions import IndexUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY = {
+    "autoretry_for": (IndexUnavailable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "acks_late": True,
+}
+
+
+@shared_task(name="similarity.index_products", **RETRY)
+def index_products(ids: list[int], model: str | None = None) -> dict[str, Any]:
+    """Index ``ids`` in batches of ``SIMILARITY['BATCH_SIZE']``."""
+    size = max(get_settings().batch_size, 1)
+    report = services.IndexReport()
+    for start in range(0, len(ids), size):
+        report.merge(services.index_products(ids[start : start + size], model=model))
+    return {"indexed": report.indexed, "removed": report.removed, "encoded": report.encoded,
+            "failed": report.failed}
+
+
+@shared_task(name="similarity.remove_products", **RETRY)
+def remove_products(ids: list[int], model: str | None = None) -> int:
+    return services.remove_products(ids, model=model)
+
+
+def dispatch(label: str, index_ids: list[int], remove_ids: list[int]) -> None:
+    """The ``SIMILARITY['DISPATCHER']``: one task per kind of change, ids only."""
+    queue = get_settings().queue
+    if remove_ids:
+        remove_products.apply_async((list(remove_ids), label), queue=queue)
+    if index_ids:
+        index_products.apply_async((list(index_ids), label), queue=queue)
+
+
+@worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    registry.reset()
+
+
+@task_postrun.connect
+def _let_go_of_edge(sender: Any = None, **_: Any) -> None:
+    """Qdrant Edge allows one process per shard: a separate worker lets go after each task."""
+    from django.conf import settings
+
+    if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False) and "Edge" in get_settings().index.backend:
+        registry.vector_index().close()
