@@ -25,12 +25,18 @@ def _cached(key: str, build: Any) -> Any:
         return _cache[key]
 
 
-def reset() -> None:
+def reset(*, encoders: bool = False) -> None:
+    """Drop specs and the index; encoders too when ``encoders`` (a forked worker child).
+
+    Encoders are cached under their configuration, so a settings change that does not touch
+    them keeps the loaded models (loading takes seconds).
+    """
     with _lock:
-        index = _cache.pop("index", None)
-        if index is not None:
-            index.close()
-        _cache.clear()
+        for key in list(_cache):
+            if key.startswith("index"):
+                _cache.pop(key).close()
+            elif encoders or not key.startswith(("text:", "image:")):
+                _cache.pop(key)
 
 
 def specs() -> dict[str, Any]:
@@ -57,7 +63,7 @@ def text_encoder() -> Any:
 
     conf = get_settings()
     return _cached(
-        "text",
+        f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.half_precision}",
         lambda: SentenceTransformerTextEncoder(
             conf.text_model, device=conf.device, batch_size=conf.batch_size,
             half_precision=conf.half_precision,
@@ -70,7 +76,8 @@ def image_encoder() -> Any:
 
     conf = get_settings()
     return _cached(
-        "image",
+        f"image:{conf.image_model}:{conf.image_checkpoint}:{conf.device}:{conf.batch_size}:"
+        f"{conf.half_precision}",
         lambda: TimmImageEncoder(
             conf.image_model, checkpoint=conf.image_checkpoint, device=conf.device,
             batch_size=conf.batch_size, half_precision=conf.half_precision,

@@ -55,7 +55,7 @@ def dispatch(label: str, index_ids: list[int], remove_ids: list[int]) -> None:
 
 @worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
-    registry.reset()
+    registry.reset(encoders=True)
 
 
 @task_postrun.connect

@@ -45,6 +45,25 @@ def load_by_position(model: Any, state_dict: dict[str, Any]) -> None:
     model.load_state_dict(renamed)
 
 
+def load_checkpoint(model: Any, state: dict[str, Any]) -> None:
+    """Load by name; else by position (renamed checkpoints); else the backbone only (a
+    checkpoint trained with another number of classes: the classifier is dropped anyway)."""
+    try:
+        model.load_state_dict(state)
+        return
+    except RuntimeError:
+        pass
+    try:
+        load_by_position(model, state)
+        return
+    except ValueError:
+        pass
+    model.reset_classifier(0)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ValueError(f"checkpoint does not fit {type(model).__name__}: missing {result.missing_keys[:5]}")
+
+
 class TimmImageEncoder:
     """Any timm model name (hub weights when online) or a local checkpoint; classifier removed."""
 
@@ -81,10 +100,7 @@ class TimmImageEncoder:
             model = timm.create_model(self.name, pretrained=False)
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
-            try:
-                model.load_state_dict(state)
-            except RuntimeError:
-                load_by_position(model, state)
+            load_checkpoint(model, state)
         else:
             model = timm.create_model(self.name, pretrained=True)
         model.reset_classifier(0)

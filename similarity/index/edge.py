@@ -25,7 +25,13 @@ from .base import Hit, PointData, SearchFilter, StoredPoint
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Bool"}
+# qdrant-edge-py 0.9 turns a Python bool in MatchValue into the integer 1, so a bool payload
+# never matches. Booleans are therefore stored, indexed and matched as 0/1 integers here.
+_SCHEMA_TYPES = {"keyword": "Keyword", "integer": "Integer", "float": "Float", "bool": "Integer"}
+
+
+def _store(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: int(v) if isinstance(v, bool) else v for k, v in payload.items()}
 
 
 def _stamp() -> str:
@@ -43,6 +49,14 @@ class QdrantEdgeIndex:
         self._dir: str | None = None
         self._pinned: str | None = None  # a generation being rebuilt: not the live pointer
         self._lock = threading.RLock()
+        self._bool_fields: set[str] = set()
+
+    def _load(self, payload: dict[str, Any] | None) -> dict[str, Any]:
+        payload = dict(payload or {})
+        for key in self._bool_fields & payload.keys():
+            if payload[key] is not None:
+                payload[key] = bool(payload[key])
+        return payload
 
     # -- generations ------------------------------------------------------------------------
     @property
@@ -108,6 +122,7 @@ class QdrantEdgeIndex:
 
     # -- protocol ---------------------------------------------------------------------------
     def ensure(self, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
+        self._bool_fields = {k for k, v in payload_schema.items() if v == "bool"}
         with self._lock:
             if self._live_dir() is None:
                 name = f"{self.collection}-{_stamp()}"
@@ -148,7 +163,7 @@ class QdrantEdgeIndex:
             shard = self._get()
             shard.update(
                 UpdateOperation.upsert_points(
-                    [Point(p.id, {k: list(v) for k, v in p.vectors.items()}, p.payload) for p in points]
+                    [Point(p.id, {k: list(v) for k, v in p.vectors.items()}, _store(p.payload)) for p in points]
                 )
             )
             shard.flush()
@@ -168,7 +183,7 @@ class QdrantEdgeIndex:
 
         with self._lock:
             shard = self._get()
-            shard.update(UpdateOperation.overwrite_payload([id], payload))
+            shard.update(UpdateOperation.overwrite_payload([id], _store(payload)))
             shard.flush()
 
     def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
@@ -177,7 +192,7 @@ class QdrantEdgeIndex:
         with self._lock:
             records = self._get().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
         return {
-            str(r.id): StoredPoint(str(r.id), dict(r.vector or {}) if with_vectors else {}, dict(r.payload or {}))
+            str(r.id): StoredPoint(str(r.id), dict(r.vector or {}) if with_vectors else {}, self._load(r.payload))
             for r in records
         }
 
@@ -194,7 +209,7 @@ class QdrantEdgeIndex:
         )
         with self._lock:
             points = self._get().query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
     def count(self) -> int:
         from qdrant_edge import CountRequest
@@ -207,6 +222,7 @@ class QdrantEdgeIndex:
         self._create(name, dims, payload_schema)
         new = QdrantEdgeIndex(path=str(self.root), collection=self.collection, lock_timeout=self.lock_timeout)
         new._pinned = name
+        new._bool_fields = {k for k, v in payload_schema.items() if v == "bool"}
         return new
 
     @property
@@ -218,6 +234,7 @@ class QdrantEdgeIndex:
             raise IndexUnavailable(f"rebuild generation {generation} is gone; start afresh")
         new = QdrantEdgeIndex(path=str(self.root), collection=self.collection, lock_timeout=self.lock_timeout)
         new._pinned = generation
+        new._bool_fields = set(self._bool_fields)
         return new
 
     def abandon_rebuild(self, generation: str) -> None:
@@ -250,12 +267,15 @@ def to_edge_filter(spec: SearchFilter) -> Any:
         RangeFloat,
     )
 
-    must: list[Any] = [FieldCondition(k, match=MatchValue(v)) for k, v in spec.match.items()]
+    def value(v: Any) -> Any:
+        return int(v) if isinstance(v, bool) else v
+
+    must: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.match.items()]
     must += [FieldCondition(k, match=MatchAny(list(v))) for k, v in spec.match_any.items()]
     must += [
         FieldCondition(k, range=RangeFloat(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
     ]
-    must_not: list[Any] = [FieldCondition(k, match=MatchValue(v)) for k, v in spec.exclude.items()]
+    must_not: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.exclude.items()]
     if spec.exclude_ids:
         must_not.append(HasIdCondition({uuid.UUID(i) for i in spec.exclude_ids}))
     return Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,44 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DATASET := ../shared/datasets/flipkart-1050
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv demo test lint typecheck bench evaluate clean
+
+$(VENV)/.installed: requirements/base.txt requirements/dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements/dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) manage.py migrate --noinput
+	@if [ -f $(DATASET)/catalog.csv ]; then \
+		$(PY) manage.py import_catalog $(DATASET)/catalog.csv; \
+	else \
+		$(PY) manage.py generate_demo_catalog var/demo-catalog && \
+		$(PY) manage.py import_catalog var/demo-catalog/catalog.csv; \
+	fi
+	$(PY) manage.py similarity_reindex --all
+	$(PY) manage.py similar $$($(PY) manage.py shell -c "from catalog.models import Product; print(Product.objects.order_by('pk').first().sku)") --limit 5
+	$(PY) manage.py runserver 127.0.0.1:8000
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy similarity workers
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,15 @@
+"""Test settings: the embedded default, with every path under a throw-away folder."""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("VAR_DIR", tempfile.mkdtemp(prefix="catalog-similarity-test-"))
+
+from .settings import *  # noqa: E402,F403
+from .settings import SIMILARITY, VAR_DIR  # noqa: E402
+
+MEDIA_ROOT = Path(VAR_DIR) / "media"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SIMILARITY = {**SIMILARITY, "BATCH_SIZE": 16}
+LOGGING_CONFIG = None

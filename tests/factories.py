@@ -1,0 +1,56 @@
+"""Test data builders, in one place."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from catalog.importer import CategoryCache
+from catalog.models import Category, Product, ProductImage
+
+_seq = itertools.count(1)
+
+
+def category(path: str) -> Category:
+    result = CategoryCache().get(path)
+    assert result is not None
+    return result
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def product(
+    title: str = "", *, sku: str = "", description: str = "", brand: str = "",
+    category_path: str = "", price: str | Decimal | None = "10.00", in_stock: bool = True,
+    parent: Product | None = None, image: bytes | Path | None = None, image_name: str = "image.png",
+    **extra: Any,
+) -> Product:
+    n = next(_seq)
+    obj = Product.objects.create(
+        sku=sku or f"SKU-{n}", title=title or f"Product {n}", description=description, brand=brand,
+        category=category(category_path) if category_path else None,
+        price=Decimal(price) if price is not None else None, in_stock=in_stock, parent=parent, **extra,
+    )
+    if image is not None:
+        add_image(obj, image, image_name)
+    return obj
+
+
+def add_image(obj: Product, image: bytes | Path, name: str = "image.png", position: int = 0) -> ProductImage:
+    data = image.read_bytes() if isinstance(image, Path) else image
+    if isinstance(image, Path):
+        name = image.name
+    picture = ProductImage(product=obj, position=position)
+    picture.image.save(name, ContentFile(data), save=False)
+    picture.save()
+    return picture

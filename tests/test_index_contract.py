@@ -1,0 +1,153 @@
+"""One contract suite run against every VectorIndex: Qdrant Edge on disk and the qdrant-client
+code path (its local mode, on disk and in memory)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+
+from similarity.exceptions import IndexUnavailable
+from similarity.index.base import PointData, SearchFilter
+from similarity.index.edge import QdrantEdgeIndex
+from similarity.index.qdrant import QdrantServerIndex
+
+DIMS = {"image": 8, "text": 4}
+SCHEMA = {"pk": "integer", "group": "integer", "category_ids": "integer", "brand": "keyword",
+          "in_stock": "bool", "price": "float"}
+
+
+def pid(n: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, str(n)))
+
+
+@pytest.fixture(params=["edge", "client-disk", "client-memory"])
+def index(request, tmp_path):
+    if request.param == "edge":
+        idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="products", lock_timeout=0.5)
+    elif request.param == "client-disk":
+        idx = QdrantServerIndex(path=str(tmp_path / "qdrant"), collection="products")
+    else:
+        idx = QdrantServerIndex(url=":memory:", collection="products")
+    idx.ensure(DIMS, SCHEMA)
+    yield idx
+    idx.close()
+
+
+def vec(seed: int, dim: int) -> list[float]:
+    v = np.random.default_rng(seed).normal(size=dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def point(n: int, *, image: bool = True, **payload) -> PointData:
+    vectors = {"text": vec(n, 4)}
+    if image:
+        vectors["image"] = vec(n + 1000, 8)
+    base = {"pk": n, "group": n, "category_ids": [1, 10 + n % 3], "brand": f"b{n % 2}",
+            "in_stock": n % 2 == 0, "price": float(n)}
+    return PointData(pid(n), vectors, {**base, **payload})
+
+
+def test_ensure_is_idempotent(index):
+    index.ensure(DIMS, SCHEMA)
+    assert index.count() == 0
+
+
+def test_upsert_retrieve_and_missing_vector(index):
+    index.upsert([point(1), point(2, image=False)])
+    got = index.retrieve([pid(1), pid(2), pid(99)], with_vectors=True)
+    assert set(got) == {pid(1), pid(2)}
+    assert set(got[pid(1)].vectors) == {"image", "text"}
+    assert set(got[pid(2)].vectors) == {"text"}, "a point may lack a named vector"
+    np.testing.assert_allclose(got[pid(1)].vectors["text"], vec(1, 4), atol=1e-6)
+    assert got[pid(1)].payload["brand"] == "b1"
+    assert got[pid(2)].payload["in_stock"] is True
+
+
+def test_upsert_is_idempotent(index):
+    index.upsert([point(1)])
+    index.upsert([point(1, brand="new")])
+    assert index.count() == 1
+    assert index.retrieve([pid(1)])[pid(1)].payload["brand"] == "new"
+
+
+def test_query_orders_by_cosine(index):
+    index.upsert([point(n) for n in range(20)])
+    hits = index.query("text", vec(3, 4), limit=5)
+    assert hits[0].id == pid(3)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_query_skips_points_without_that_vector(index):
+    index.upsert([point(1), point(2, image=False)])
+    assert {h.id for h in index.query("image", vec(1001, 8), limit=10)} == {pid(1)}
+
+
+def test_filters(index):
+    index.upsert([point(n) for n in range(30)])
+    flt = SearchFilter(match={"category_ids": 11, "in_stock": True}, exclude={"brand": "b1"},
+                       ranges={"price": (0.0, 20.0)}, exclude_ids=frozenset({pid(4)}))
+    hits = index.query("text", vec(0, 4), limit=30, filter=flt)
+    pks = sorted(h.payload["pk"] for h in hits)
+    expected = sorted(n for n in range(30) if n % 3 == 1 and n % 2 == 0 and n <= 20 and n != 4)
+    assert pks == expected
+    any_hits = index.query("text", vec(0, 4), limit=30, filter=SearchFilter(match_any={"pk": [1, 2]}))
+    assert sorted(h.payload["pk"] for h in any_hits) == [1, 2]
+
+
+def test_delete_and_set_payload(index):
+    index.upsert([point(1), point(2)])
+    index.delete([pid(1), pid(404)])
+    assert index.count() == 1
+    index.set_payload(pid(2), {"pk": 2, "in_stock": False, "brand": "z"})
+    hits = index.query("text", vec(2, 4), limit=5, filter=SearchFilter(match={"brand": "z"}))
+    assert [h.id for h in hits] == [pid(2)]
+
+
+def test_rebuild_switches_atomically(index):
+    index.upsert([point(1)])
+    new = index.start_rebuild(DIMS, SCHEMA)
+    new.upsert([point(2), point(3)])
+    assert index.count() == 1, "the live generation keeps answering during a rebuild"
+    assert {h.id for h in index.query("text", vec(1, 4), limit=10)} == {pid(1)}
+    index.finish_rebuild(new)
+    assert index.count() == 2
+    assert pid(1) not in index.retrieve([pid(1)])
+
+
+def test_resume_and_abandon_rebuild(index):
+    new = index.start_rebuild(DIMS, SCHEMA)
+    new.upsert([point(5)])
+    generation = new.generation
+    new.close() if isinstance(new, QdrantEdgeIndex) else None
+    resumed = index.resume_rebuild(generation)
+    resumed.upsert([point(6)])
+    assert resumed.count() == 2
+    index.abandon_rebuild(generation)
+    with pytest.raises(IndexUnavailable):
+        index.resume_rebuild(generation)
+
+
+def test_edge_second_process_gets_a_clear_error(tmp_path):
+    """Qdrant Edge lets one process (here: one open shard) hold the WAL; others wait, then fail."""
+    first = QdrantEdgeIndex(path=str(tmp_path / "e"), lock_timeout=0.2)
+    first.ensure(DIMS, SCHEMA)
+    first.count()
+    second = QdrantEdgeIndex(path=str(tmp_path / "e"), lock_timeout=0.2)
+    with pytest.raises(IndexUnavailable, match="one process at a time"):
+        second.count()
+    first.close()
+    assert second.count() == 0
+
+
+def test_edge_without_an_index_says_how_to_make_one(tmp_path):
+    with pytest.raises(IndexUnavailable, match="similarity_reindex --all"):
+        QdrantEdgeIndex(path=str(tmp_path / "none")).count()
+
+
+def test_unreachable_qdrant_server_is_retryable():
+    down = QdrantServerIndex(url="http://127.0.0.1:9", collection="products", timeout=1)
+    with pytest.raises(IndexUnavailable, match="unreachable"):
+        down.query("text", vec(0, 4), limit=1)
