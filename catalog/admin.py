@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from similarity.admin import IndexStatusFilter, SimilarityAdminMixin
+
 from .models import Category, Product, ProductImage
 
 
@@ -19,9 +21,9 @@ class ProductImageInline(admin.TabularInline):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(SimilarityAdminMixin, admin.ModelAdmin):
     list_display = ["sku", "title", "brand", "category", "price", "in_stock"]
-    list_filter = ["in_stock"]
+    list_filter = ["in_stock", IndexStatusFilter]
     search_fields = ["sku", "title", "brand"]
     autocomplete_fields = ["category", "parent"]
     inlines = [ProductImageInline]

@@ -41,6 +41,12 @@ class IndexState(models.Model):
         ]
         indexes = [models.Index(fields=["model_label", "status"])]
         verbose_name = "index state"
+        # The admin's custom pages check these (see similarity.admin).
+        permissions = [
+            ("view_similarity", "Can see similar products and use the similarity explorer"),
+            ("view_index_health", "Can see the similarity index health page"),
+            ("reindex_objects", "Can queue objects for re-indexing"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model_label}:{self.object_id} {self.modality} {self.status}"

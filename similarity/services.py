@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -535,21 +536,64 @@ def _build_filter(
 def _fuse(
     query: dict[str, list[float]], candidates: dict[str, Any], weights: dict[str, float],
 ) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
-    """Weighted mean of the cosine similarities of the modalities both sides have."""
-    rows = []
+    """Score every candidate per modality (cosine) and fuse with :func:`fuse_scores`."""
+    points = list(candidates.values())
     query_np = {m: np.asarray(v, dtype=np.float32) for m, v in query.items()}
-    for point in candidates.values():
-        scores = {
-            m: float(np.dot(q, np.asarray(point.vectors[m], dtype=np.float32)))
-            for m, q in query_np.items() if m in point.vectors
-        }
-        if not scores:
-            continue
-        total = sum(weights.get(m, 0.0) for m in scores)
-        fused = sum(weights.get(m, 0.0) * s for m, s in scores.items()) / total if total else 0.0
-        rows.append((fused, scores, point.payload))
+    cosines = {m: np.full(len(points), np.nan, dtype=np.float32) for m in query_np}
+    for i, point in enumerate(points):
+        for m, q in query_np.items():
+            if m in point.vectors:
+                cosines[m][i] = float(np.dot(q, np.asarray(point.vectors[m], dtype=np.float32)))
+    fused = fuse_scores(cosines, weights)
+    rows = [
+        (float(fused[i]), {m: float(c[i]) for m, c in cosines.items() if not np.isnan(c[i])}, point.payload)
+        for i, point in enumerate(points) if np.isfinite(fused[i])
+    ]
     rows.sort(key=lambda row: row[0], reverse=True)
     return rows
+
+
+#: how per-modality cosines are made comparable before weighting (see docs/evaluation.md)
+FUSION_NORMALISATION = "zscore"
+
+
+def fuse_scores(
+    cosines: dict[str, np.ndarray], weights: dict[str, float], *, normalisation: str | None = None,
+) -> np.ndarray:
+    """The one fusion rule, vectorised: ``cosines[m]`` has shape (..., candidates), NaN where a
+    candidate lacks modality m. Returns the fused scores (-inf where no modality scored).
+
+    ``zscore``: each modality's cosines are standardised over the candidate set of that query
+    (last axis) before the weighted mean, so a weight means the same share of influence whatever
+    the spread of a model's cosines (EfficientNet's sit in a narrow high band, MiniLM's spread
+    wide). ``none``: the weighted mean of raw cosines. Either way a candidate lacking a modality
+    is scored on the modalities it has.
+    """
+    how = normalisation or FUSION_NORMALISATION
+    total = weighted = None
+    for m, raw in cosines.items():
+        w = float(weights.get(m, 0.0))
+        if w <= 0:
+            continue
+        values = np.asarray(raw, dtype=np.float64)
+        if how == "zscore":
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no such modality
+                mean = np.nanmean(values, axis=-1, keepdims=True)
+                std = np.nanstd(values, axis=-1, keepdims=True)
+            values = (values - mean) / np.where(std > 1e-9, std, 1.0)
+        elif how != "none":
+            raise ValueError(f"unknown fusion normalisation {how!r}")
+        present = ~np.isnan(values)
+        part = np.where(present, w * values, 0.0)
+        weight = np.where(present, w, 0.0)
+        weighted = part if weighted is None else weighted + part
+        total = weight if total is None else total + weight
+    if weighted is None or total is None:
+        shape = next(iter(cosines.values())).shape if cosines else (0,)
+        return np.full(shape, -np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weighted / np.where(total > 0, total, 1.0), -np.inf)
 
 
 def index_health(model: Any = None) -> dict[str, Any]:
@@ -634,8 +678,112 @@ def search_image(
     return _search("image", vector, model=model, limit=limit, in_stock=in_stock, category_id=category_id)
 
 
+# ---------------------------------------------------------------------------------------------
+# Storefront and admin reads: cached similar products with a category fallback, reindex requests
+# ---------------------------------------------------------------------------------------------
+#: cached neighbour lists live this long at most, so products indexed since then get their
+#: chance to appear; re-indexing the product or any cached neighbour invalidates at once
+SIMILAR_CACHE_SECONDS = 3600
+
+
+def _index_stamp(label: str, ids: Iterable[int]) -> str:
+    """Changes whenever any of ``ids`` is (re-)indexed, removed or moved to another model
+    version: one query over the index state rows."""
+    from django.db.models import Count, Max
+
+    row = IndexState.objects.filter(model_label=label, object_id__in=list(ids)).aggregate(
+        latest=Max("updated_at"), rows=Count("id")
+    )
+    latest = row["latest"].isoformat() if row["latest"] else "-"
+    return f"{latest}/{row['rows']}"
+
+
+def _similar_cache_key(label: str, pk: int, options: dict[str, Any]) -> str:
+    conf = get_settings()
+    fingerprint = repr((
+        sorted(options.items()), conf.text_model, conf.image_model, conf.image_checkpoint,
+        sorted(conf.weights.items()), conf.candidates, conf.index.backend, conf.index.path,
+        conf.index.url, conf.index.collection,
+    ))
+    digest = hashlib.sha1(fingerprint.encode(), usedforsecurity=False).hexdigest()[:16]
+    return f"similarity:similar:{label}:{pk}:{digest}"
+
+
+def category_fallback(obj: Any, *, limit: int = 8, in_stock: bool = False) -> list[SimilarHit]:
+    """Other products of ``obj``'s category (newest first): what a widget shows while the
+    index cannot answer. Scores are 0 and there are no per-modality scores."""
+    spec = _spec(type(obj))
+    queryset = spec.get_queryset().exclude(pk=obj.pk)
+    category_id = getattr(obj, "category_id", None)
+    if category_id is None:
+        return []
+    queryset = queryset.filter(category_id=category_id)
+    if in_stock:
+        queryset = queryset.filter(in_stock=True)
+    return [SimilarHit(other, other.pk, 0.0, {}) for other in queryset.order_by("-pk")[:limit]]
+
+
+def similar_products(
+    obj: Any, *, limit: int = 8, same_category: int | bool | None = None, in_stock: bool = False,
+    fallback: bool = True, cache_timeout: int = SIMILAR_CACHE_SECONDS,
+) -> SimilarResult:
+    """:func:`find_similar` for pages: cached, and never raising.
+
+    The cache entry keeps the neighbours' ids and an index stamp of the product and those
+    neighbours; a hit is served only while the stamp is unchanged (one query), so re-indexing
+    the product or any neighbour, or a new model version, shows at once. Results are reloaded
+    from the database (two queries with the spec's queryset), so prices and titles are fresh.
+    When the product is not indexed or the index is unavailable, the result keeps that status,
+    carries other products of the same category as ``hits`` (when ``fallback``) and a warning
+    is logged; such results are not cached.
+    """
+    from django.core.cache import cache
+
+    spec = _spec(type(obj))
+    options = {"limit": limit, "same_category": same_category, "in_stock": in_stock}
+    key = _similar_cache_key(spec.label, obj.pk, options)
+    cached = cache.get(key)
+    if cached is not None:
+        entries, stamp = cached
+        if _index_stamp(spec.label, [obj.pk, *(pk for pk, _s, _m in entries)]) == stamp:
+            objects = spec.get_queryset().in_bulk([pk for pk, _s, _m in entries])
+            return SimilarResult(
+                ResultStatus.OK,
+                [SimilarHit(objects[pk], pk, score, scores) for pk, score, scores in entries
+                 if pk in objects],
+            )
+    try:
+        result = find_similar(obj, limit=limit, same_category=same_category, in_stock=in_stock)
+    except SimilarityError as exc:  # misconfiguration or a store error find_similar did not map
+        logger.warning("similar products of %s: %s", obj.pk, exc, exc_info=True)
+        result = SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
+    if result.ok:
+        entries = [(hit.pk, hit.score, hit.scores) for hit in result.hits]
+        stamp = _index_stamp(spec.label, [obj.pk, *(hit.pk for hit in result.hits)])
+        cache.set(key, (entries, stamp), cache_timeout)
+        return result
+    logger.warning(
+        "no similar products for %s %s (%s: %s); showing %s", spec.label, obj.pk, result.status,
+        result.message, "other products of its category" if fallback else "nothing",
+    )
+    hits = category_fallback(obj, limit=limit, in_stock=in_stock) if fallback else []
+    return SimilarResult(result.status, hits, result.message)
+
+
+def request_reindex(ids: Iterable[int], *, model: Any = None) -> int:
+    """Queue ``ids`` for indexing the way a save does (outbox row now, dispatch after commit),
+    for admin buttons and actions. Returns how many were queued."""
+    spec = _spec(model)
+    ids = sorted({int(pk) for pk in ids})
+    if ids:
+        record_changes(spec.label, ids)
+        transaction.on_commit(lambda: dispatch_changes(spec.label, ids))
+    return len(ids)
+
+
 __all__ = [
     "IndexReport", "SimilarityError", "dispatch_changes", "ensure_index", "failed_ids", "find_similar",
     "index_health", "index_products", "process_pending", "rebuild_index", "record_changes",
     "remove_products", "search_image", "search_text",
+    "category_fallback", "request_reindex", "similar_products",
 ]

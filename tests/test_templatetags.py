@@ -1,0 +1,174 @@
+"""The ``similarity`` template tags: what a shop page shows, what it costs, how it degrades."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.template import Context, Template
+from django.test.utils import CaptureQueriesContext
+from PIL import Image
+
+from similarity import registry, services
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+UNREACHABLE_QDRANT = {
+    "BACKEND": "similarity.index.qdrant.QdrantServerIndex", "URL": "http://127.0.0.1:9", "TIMEOUT": 1,
+}
+
+
+def render(source: str, **context: Any) -> str:
+    return Template("{% load similarity %}" + source).render(Context(context))
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def towels() -> dict[str, Any]:
+    """Three towels and a watch, the towels in one category; indexed."""
+    path = "Home Furnishing > Bath Linen > Towels"
+    colours = ((200, 30, 30), (30, 30, 200), (30, 200, 30))
+    red, blue, green = (factories.png_bytes(c, (400, 300)) for c in colours)
+    items = {
+        "red": factories.product("Red cotton bath towel", description="Soft absorbent cotton towel",
+                                 category_path=path, price="449.00", image=red),
+        "blue": factories.product("Blue cotton bath towel", description="Absorbent cotton towel",
+                                  category_path=path, price="399.00", image=blue),
+        "green": factories.product("Green cotton hand towel", description="Small cotton towel",
+                                   category_path=path, price="199.00", image=green),
+        "watch": factories.product("Analog wrist watch for men", description="Steel strap watch",
+                                   category_path="Watches > Wrist Watches", price="1299.00"),
+    }
+    services.index_products([p.pk for p in items.values()])
+    return items
+
+
+def card_pks(html: str) -> list[int]:
+    return [int(pk) for pk in re.findall(r'data-similar-card data-pk="(\d+)"', html)]
+
+
+def test_simple_tag_returns_hits_with_per_modality_scores(towels: dict[str, Any]) -> None:
+    html = render(
+        "{% similar_products product limit=2 as items %}"
+        "{% for hit in items %}{{ hit.object.sku }}|{{ hit.score|floatformat:3 }}|"
+        "{{ hit.scores.text|floatformat:3 }}|{{ hit.scores.image|floatformat:3 }};{% endfor %}",
+        product=towels["red"],
+    )
+    rows = [row.split("|") for row in html.strip(";").split(";")]
+    assert {row[0] for row in rows} == {towels["blue"].sku, towels["green"].sku}
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows)
+    assert rows[0][3] != ""  # both towels have pictures: an image score too
+
+
+def test_simple_tag_filters_by_category_and_stock(towels: dict[str, Any]) -> None:
+    towels["blue"].in_stock = False
+    towels["blue"].save()
+    services.index_products([towels["blue"].pk])
+    html = render(
+        "{% similar_products product limit=8 same_category=True in_stock=True as items %}"
+        "{% for hit in items %}{{ hit.object.sku }};{% endfor %}",
+        product=towels["red"],
+    )
+    assert html.strip(";").split(";") == [towels["green"].sku]
+
+
+def test_widget_renders_cards_with_thumbnails_titles_prices_links(
+    towels: dict[str, Any], settings: Any,
+) -> None:
+    html = render("{% similar_products_widget product limit=3 %}", product=towels["red"])
+    assert set(card_pks(html)[:2]) == {towels["blue"].pk, towels["green"].pk}
+    assert f'href="/product/{towels["blue"].pk}/"' in html
+    assert "Blue cotton bath towel" in html and "₹399" in html
+    thumbs = re.findall(r'<img src="([^"]+)"', html)
+    assert thumbs and all(src.startswith("/media/thumbs/") and src.endswith(".webp") for src in thumbs)
+    # Never the full-size photo: the file behind the card is a small copy.
+    for src in thumbs:
+        with Image.open(settings.MEDIA_ROOT + src.removeprefix("/media")) as image:
+            assert max(image.size) <= 240
+    assert "data-fallback" not in html
+
+
+def test_widget_queries_are_bounded_and_no_encoder_runs(towels: dict[str, Any]) -> None:
+    registry.reset(encoders=True)  # drop the models indexing loaded: the page must not need them
+    template = Template("{% load similarity %}{% similar_products_widget product limit=8 %}")
+    product = towels["red"]
+    with CaptureQueriesContext(connection) as cold:
+        first = template.render(Context({"product": product}))
+    with CaptureQueriesContext(connection) as warm:
+        second = template.render(Context({"product": product}))
+    assert first == second
+    # cold: neighbours (+ their images) and the index stamp; warm: stamp, neighbours, images
+    assert len(cold) <= 3, [q["sql"] for q in cold]
+    assert len(warm) <= 3, [q["sql"] for q in warm]
+    assert not [key for key in registry._cache if key.startswith(("text:", "image:"))]
+
+
+def test_cached_result_follows_reindexing_of_a_neighbour(towels: dict[str, Any]) -> None:
+    template = "{% similar_products_widget product limit=1 %}"
+    [first] = card_pks(render(template, product=towels["red"]))
+    assert first in (towels["blue"].pk, towels["green"].pk)
+    other = towels["green"] if first == towels["blue"].pk else towels["blue"]
+    neighbour = towels["blue"] if first == towels["blue"].pk else towels["green"]
+    neighbour.title, neighbour.description = "Digital sports watch", "Water resistant wrist watch"
+    neighbour.save()
+    services.index_products([neighbour.pk])
+    assert card_pks(render(template, product=towels["red"])) == [other.pk]
+
+
+def test_cached_result_is_served_while_the_index_state_is_unchanged(towels: dict[str, Any]) -> None:
+    first = services.similar_products(towels["red"], limit=3)
+    key = services._similar_cache_key("catalog.product", towels["red"].pk,
+                                      {"limit": 3, "same_category": None, "in_stock": False})
+    assert cache.get(key) is not None
+    second = services.similar_products(towels["red"], limit=3)
+    assert [h.pk for h in first] == [h.pk for h in second]
+    assert [round(h.score, 6) for h in first] == [round(h.score, 6) for h in second]
+
+
+def test_not_indexed_product_gets_category_fallback_and_a_warning(
+    towels: dict[str, Any], caplog: pytest.LogCaptureFixture,
+) -> None:
+    newcomer = factories.product("Yellow bath towel", category_path="Home Furnishing > Bath Linen > Towels")
+    with caplog.at_level(logging.WARNING, logger="similarity"):
+        html = render("{% similar_products_widget product limit=8 %}", product=newcomer)
+    assert "data-fallback" in html and "More in this category" in html
+    assert set(card_pks(html)) == {towels["red"].pk, towels["blue"].pk, towels["green"].pk}
+    assert any("not_indexed" in r.getMessage() and "category" in r.getMessage() for r in caplog.records)
+
+
+def test_index_unavailable_gives_category_fallback_and_a_warning(
+    towels: dict[str, Any], settings: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings.SIMILARITY = {**settings.SIMILARITY, "INDEX": UNREACHABLE_QDRANT}
+    with caplog.at_level(logging.WARNING, logger="similarity"):
+        html = render("{% similar_products_widget product limit=8 %}", product=towels["red"])
+        items = render("{% similar_products product as items %}{{ items|length }}", product=towels["red"])
+    assert "data-fallback" in html
+    assert set(card_pks(html)) == {towels["blue"].pk, towels["green"].pk}
+    assert items == "2"
+    assert any("unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_fallback_can_be_turned_off(towels: dict[str, Any]) -> None:
+    newcomer = factories.product("Yellow bath towel", category_path="Home Furnishing > Bath Linen > Towels")
+    html = render(
+        "{% similar_products product fallback=False as items %}{{ items|length }}", product=newcomer
+    )
+    assert html == "0"
+
+
+def test_broken_image_renders_a_placeholder(towels: dict[str, Any]) -> None:
+    towels["blue"].images.all().delete()
+    factories.add_image(towels["blue"], b"this is not a picture", name="broken.jpg")
+    html = render("{% similar_products_widget product limit=3 %}", product=towels["red"])
+    assert towels["blue"].pk in card_pks(html)
+    assert "no image" in html
