@@ -29,16 +29,11 @@ class _Buffer:
         self.remove: dict[str, set[int]] = {}
         self.callback: Any = None
 
-    def add(self, label: str, index_ids: Iterable[int], remove_ids: Iterable[int]) -> tuple[set[int], set[int]]:
-        """Add ids; returns the ones not yet recorded in this transaction."""
-        index_seen = self.index.setdefault(label, set())
-        remove_seen = self.remove.setdefault(label, set())
-        new_index = set(index_ids) - index_seen - remove_seen
-        new_remove = set(remove_ids) - remove_seen
-        index_seen |= new_index
-        index_seen -= new_remove
-        remove_seen |= new_remove
-        return new_index, new_remove
+    def add(self, label: str, index_ids: Iterable[int], remove_ids: Iterable[int]) -> None:
+        index, remove = self.index.setdefault(label, set()), self.remove.setdefault(label, set())
+        index.update(index_ids)
+        remove.update(remove_ids)
+        index -= remove
 
     def flush(self, using: str) -> None:
         index, remove = self.index, self.remove
@@ -72,9 +67,11 @@ def note_changes(
     buffer = _buffer(using)
     if not _armed(buffer, using):
         buffer.index, buffer.remove, buffer.callback = {}, {}, None
-    new_index, new_remove = buffer.add(label, index_ids, remove_ids)
-    if new_index or new_remove:
-        services.record_changes(label, new_index, new_remove)
+    index_ids, remove_ids = list(index_ids), list(remove_ids)
+    buffer.add(label, index_ids, remove_ids)
+    # Always written, even for an id seen before in this transaction: a rolled-back savepoint
+    # may have taken that row with it (and SQLite reuses the primary key of a rolled-back row).
+    services.record_changes(label, index_ids, remove_ids)
     if buffer.callback is None and (buffer.index.get(label) or buffer.remove.get(label)):
         buffer.callback = functools.partial(buffer.flush, using)
         # In autocommit mode this runs the callback at once, which is what we want.
