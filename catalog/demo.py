@@ -14,8 +14,10 @@ from PIL import Image, ImageDraw
 
 FAMILIES = {
     "Watches > Wrist Watches > Analog": ("analog wrist watch", "steel case, leather strap, water resistant", "circle"),
-    "Kitchen & Dining > Mugs > Coffee Mugs": ("ceramic coffee mug", "350 ml, dishwasher safe, printed handle mug", "mug"),
-    "Home Furnishing > Bath Linen > Towels": ("cotton bath towel", "soft absorbent 500 GSM towel, machine washable", "stripes"),
+    "Kitchen & Dining > Mugs > Coffee Mugs": (
+        "ceramic coffee mug", "350 ml, dishwasher safe, printed handle mug", "mug"),
+    "Home Furnishing > Bath Linen > Towels": (
+        "cotton bath towel", "soft absorbent 500 GSM towel, machine washable", "stripes"),
     "Home Decor > Lighting > Table Lamps": ("table lamp", "bedside lamp with fabric shade and E27 holder", "lamp"),
     "Computers > Accessories > Mouse": ("wireless optical mouse", "2.4 GHz, 1600 DPI, ambidextrous mouse", "ellipse"),
 }

@@ -104,8 +104,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         if missing:
             raise CatalogFormatError(f"{path} lacks the columns {', '.join(missing)}; the header must be "
                                      f"{','.join(REQUIRED_COLUMNS)}")
-        for number, raw in enumerate(reader, start=2):  # row 1 is the header
-            yield number, raw
+        yield from enumerate(reader, start=2)  # row 1 is the header
 
 
 def import_catalog(

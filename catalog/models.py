@@ -23,6 +23,9 @@ class Category(models.Model):
     def __str__(self) -> str:
         return " > ".join(c.name for c in self.ancestors())
 
+    def get_absolute_url(self) -> str:
+        return reverse("catalog:category", args=[self.pk])
+
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any) -> Category:
         instance = super().from_db(db, field_names, values)
@@ -58,9 +61,6 @@ class Category(models.Model):
     @property
     def path(self) -> str:
         return str(self)
-
-    def get_absolute_url(self) -> str:
-        return reverse("catalog:category", args=[self.pk])
 
 
 class Product(models.Model):
