@@ -27,10 +27,10 @@ class Category(models.Model):
         return reverse("catalog:category", args=[self.pk])
 
     @classmethod
-    def from_db(cls, db: Any, field_names: Any, values: Any) -> Category:
-        instance = super().from_db(db, field_names, values)
+    def from_db(cls, db: Any, field_names: Any, values: Any, **kwargs: Any) -> Category:  # type: ignore[override]
+        instance = super().from_db(db, field_names, values, **kwargs)
         # Remember what was loaded, so a save can tell whether products' text/paths changed.
-        instance._loaded = (instance.__dict__.get("name"), instance.__dict__.get("parent_id"))
+        instance._loaded = (instance.__dict__.get("name"), instance.__dict__.get("parent_id"))  # type: ignore[attr-defined]
         return instance
 
     def changed_fields(self) -> set[str]:

@@ -56,7 +56,8 @@ def _armed(buffer: _Buffer, using: str) -> bool:
     # Django drops the callbacks of a rolled-back (savepoint of a) transaction from this list.
     if buffer.callback is None:
         return False
-    return any(func is buffer.callback for _sids, func, _robust in connections[using].run_on_commit)
+    callbacks: list[Any] = list(connections[using].run_on_commit)  # (savepoint ids, func, robust)
+    return any(entry[1] is buffer.callback for entry in callbacks)
 
 
 def note_changes(

@@ -34,6 +34,8 @@ def test_one_transaction_of_many_products_queues_one_batch(dispatched):
     assert sorted(index_ids) == sorted(p.pk for p in products)
     assert remove_ids == []
     assert pending_ids() == {p.pk for p in products}, "the outbox holds them until indexed"
+    statuses = set(IndexState.objects.filter(object_id__in=index_ids).values_list("modality", "status"))
+    assert statuses == {("text", "pending"), ("image", "pending")}, "the admin sees them waiting"
 
 
 @pytest.mark.django_db(transaction=True)

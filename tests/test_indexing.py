@@ -154,10 +154,11 @@ def test_bad_images_fail_alone_and_the_batch_goes_on(dispatched):
     assert "cannot read file" in state(missing, "image").error
     assert state(truncated, "image").status == "failed"
     assert "cannot decode image" in state(truncated, "image").error
-    # A failed image is retried by --failed once it is fixed.
+    # Once fixed (a save: the change is pending), the image is indexed.
     fixed = bad["zero-byte"].images.get()
     fixed.image.save("fixed.png", io.BytesIO(factories.png_bytes()), save=True)
-    services.index_products(list(services.failed_ids()))
+    assert state(bad["zero-byte"], "image").status == "pending"
+    services.process_pending()
     assert state(bad["zero-byte"], "image").status == "indexed"
 
 

@@ -96,6 +96,7 @@ class TimmImageEncoder:
 
         self.device = resolve_device(self._device_setting)
         logger.info("loading image model %s on %s", self.name, self.device)
+        model: Any
         if self.checkpoint:
             model = timm.create_model(self.name, pretrained=False)
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)

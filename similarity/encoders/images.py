@@ -6,7 +6,7 @@ Kept free of torch so that decoding can run in DataLoader workers and in tests c
 from __future__ import annotations
 
 import warnings
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -69,7 +69,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
         # 16-bit and float greyscale: scale the actual range to 8 bits.
         image = image.convert("F") if mode != "F" else image
-        low, high = image.getextrema()  # type: ignore[misc]
+        low, high = cast(tuple[float, float], image.getextrema())
         scale = 255.0 / (high - low) if high > low else 1.0
         image = image.point(lambda v: (v - low) * scale).convert("L")
         mode = "L"
