@@ -7,6 +7,10 @@ DATASET := ../shared/datasets/flipkart-1050
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
+# The demo shows the neighbours of a watch (any product when there is none).
+export PICK_EXAMPLE := from catalog.models import Product as P; \
+	p = P.objects.filter(category__parent__parent__name='Watches').first() or P.objects.first(); print(p.sku)
+
 .PHONY: venv demo test lint typecheck bench evaluate clean
 
 $(VENV)/.installed: requirements/base.txt requirements/dev.txt
@@ -26,8 +30,10 @@ demo: venv
 		$(PY) manage.py generate_demo_catalog var/demo-catalog && \
 		$(PY) manage.py import_catalog var/demo-catalog/catalog.csv; \
 	fi
-	$(PY) manage.py similarity_reindex --all
-	$(PY) manage.py similar $$($(PY) manage.py shell -c "from catalog.models import Product; print(Product.objects.order_by('pk').first().sku)") --limit 5
+	@# import_catalog indexed each batch after its commit; --pending picks up anything left over
+	$(PY) manage.py similarity_reindex --pending
+	$(PY) manage.py similar "$$($(PY) manage.py shell -v 0 -c "$$PICK_EXAMPLE")" --limit 5
+	$(PY) manage.py ensure_demo_admin
 	$(PY) manage.py runserver 127.0.0.1:8000
 
 test: venv
