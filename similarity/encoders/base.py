@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +21,30 @@ class Encoder(Protocol):
     def version(self) -> str: ...
 
     def encode(self, batch: list[Any]) -> np.ndarray: ...
+
+
+class LazyModel:
+    """Loads ``self._load()`` on first use of ``model``, once, even with several threads."""
+
+    def __init__(self, name: str, *, device: str, batch_size: int, half_precision: bool) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self._device_setting = device
+        self._half = half_precision
+        self._model: Any = None
+        self._version: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        raise NotImplementedError
 
 
 def resolve_device(device: str) -> str:

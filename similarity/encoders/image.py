@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..conf import DEFAULT_IMAGE_MODEL
-from .base import file_digest, l2_normalise, resolve_device, state_dict_digest
+from .base import LazyModel, file_digest, l2_normalise, resolve_device, state_dict_digest
 
 logger = logging.getLogger(__name__)
 
@@ -64,31 +63,17 @@ def load_checkpoint(model: Any, state: dict[str, Any]) -> None:
         raise ValueError(f"checkpoint does not fit {type(model).__name__}: missing {result.missing_keys[:5]}")
 
 
-class TimmImageEncoder:
+class TimmImageEncoder(LazyModel):
     """Any timm model name (hub weights when online) or a local checkpoint; classifier removed."""
 
     def __init__(
         self, model: str = DEFAULT_IMAGE_MODEL, *, checkpoint: str = "", device: str = "auto",
         batch_size: int = 32, half_precision: bool = True,
     ) -> None:
-        self.name = model
+        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision)
         self.checkpoint = checkpoint or offline_checkpoint(model)
-        self.batch_size = batch_size
-        self._device_setting = device
-        self._half = half_precision
-        self._model: Any = None
         self._transform: Any = None
-        self._version: str | None = None
-        self._lock = threading.Lock()
         self.device = "cpu"
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
 
     def _load(self) -> Any:
         import timm

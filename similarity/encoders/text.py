@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..conf import DEFAULT_TEXT_MODEL
-from .base import file_digest, l2_normalise, resolve_device, state_dict_digest
+from .base import LazyModel, file_digest, l2_normalise, resolve_device, state_dict_digest
 
 logger = logging.getLogger(__name__)
 
@@ -24,28 +23,14 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-class SentenceTransformerTextEncoder:
+class SentenceTransformerTextEncoder(LazyModel):
     """Any sentence-transformers model name (hub) or local path. Loaded on first use."""
 
     def __init__(
         self, model: str = DEFAULT_TEXT_MODEL, *, device: str = "auto", batch_size: int = 32,
         half_precision: bool = True,
     ) -> None:
-        self.name = model
-        self.batch_size = batch_size
-        self._device_setting = device
-        self._half = half_precision
-        self._model: Any = None
-        self._version: str | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision)
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer

@@ -10,6 +10,8 @@ VECTOR_NAMES = ("image", "text")
 
 @dataclass(frozen=True)
 class PointData:
+    """A point to write, or one read back (``vectors`` empty unless asked for)."""
+
     id: str
     vectors: dict[str, list[float]]
     payload: dict[str, Any]
@@ -19,13 +21,6 @@ class PointData:
 class Hit:
     id: str
     score: float
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StoredPoint:
-    id: str
-    vectors: dict[str, list[float]]
     payload: dict[str, Any]
 
 
@@ -63,7 +58,7 @@ class VectorIndex(Protocol):
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None: ...
 
-    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]: ...
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, PointData]: ...
 
     def query(
         self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import IndexUnavailable
-from .base import Hit, PointData, SearchFilter, StoredPoint
+from .base import Hit, PointData, SearchFilter
 
 logger = logging.getLogger(__name__)
 
@@ -186,13 +186,13 @@ class QdrantEdgeIndex:
             shard.update(UpdateOperation.overwrite_payload([id], _store(payload)))
             shard.flush()
 
-    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, PointData]:
         if not ids:
             return {}
         with self._lock:
             records = self._get().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
         return {
-            str(r.id): StoredPoint(str(r.id), dict(r.vector or {}) if with_vectors else {}, self._load(r.payload))
+            str(r.id): PointData(str(r.id), dict(r.vector or {}) if with_vectors else {}, self._load(r.payload))
             for r in records
         }
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..exceptions import IndexUnavailable
-from .base import Hit, PointData, SearchFilter, StoredPoint
+from .base import Hit, PointData, SearchFilter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,7 +156,7 @@ class QdrantServerIndex:
             lambda: self.client.overwrite_payload(self.name, payload=payload, points=[id], wait=True),
         )
 
-    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
+    def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, PointData]:
         if not ids:
             return {}
         records = self._call(
@@ -164,7 +164,7 @@ class QdrantServerIndex:
             lambda: self.client.retrieve(self.name, ids=list(ids), with_payload=True, with_vectors=with_vectors),
         )
         return {
-            str(r.id): StoredPoint(
+            str(r.id): PointData(
                 str(r.id), dict(r.vector or {}) if with_vectors else {}, dict(r.payload or {})
             )
             for r in records
