@@ -367,6 +367,20 @@ class EvalResult:
     queries: np.ndarray
     top: dict[str, np.ndarray]  # ranking → (queries, depth) positions, for plots
     curves: dict[str, list[float]]  # ranking → precision@1..depth
+    per_query: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def by_group(self, catalog: EvalCatalog, metric: str, level: int = 1) -> dict[str, dict[str, float]]:
+        """``metric`` per category at ``level`` of the query product: {category: {ranking: value}}."""
+        names = [" > ".join(catalog.categories[q][:level]) or "(none)" for q in self.queries.tolist()]
+        out: dict[str, dict[str, float]] = {}
+        for name in sorted(set(names)):
+            rows = [i for i, n in enumerate(names) if n == name]
+            out[name] = {
+                ranking: float(np.mean([values[i][metric] for i in rows]))
+                for ranking, values in self.per_query.items()
+            }
+            out[name]["queries"] = float(len(rows))
+        return out
 
 
 def evaluate(
@@ -385,6 +399,7 @@ def evaluate(
     metrics: dict[str, dict[str, float]] = {}
     tops: dict[str, np.ndarray] = {}
     curves: dict[str, list[float]] = {}
+    per_query: dict[str, list[dict[str, float]]] = {}
     for ranking in rankings:
         rows: list[dict[str, float]] = []
         top_blocks, curve_hits = [], np.zeros(depth)
@@ -401,9 +416,10 @@ def evaluate(
                                           int(first[r]) or None))
             top_blocks.append(top)
         metrics[ranking] = {**mean_metrics(rows), "queries": float(len(rows))}
+        per_query[ranking] = rows
         tops[ranking] = np.concatenate(top_blocks)
         curves[ranking] = (curve_hits / len(queries) / np.arange(1, depth + 1)).tolist()
-    return EvalResult(metrics, queries, tops, curves)
+    return EvalResult(metrics, queries, tops, curves, per_query)
 
 
 def sample_queries(queries: np.ndarray, sample: int | None, seed: int) -> np.ndarray:
@@ -617,7 +633,7 @@ def _plot_examples(catalog: EvalCatalog, result: EvalResult, relevance: Relevanc
         axes[row][0].set_ylabel("query", fontsize=8)
     fig.suptitle(f"{ranking}: query → top 5 (green = relevant, red = not; {relevance.name})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 

@@ -50,6 +50,8 @@ class Command(BaseCommand):
                             help="metric the sweep maximises (default: precision at the largest k)")
         parser.add_argument("--write-settings", type=Path,
                             help="with --sweep-weights: write the best weights (.json or .py snippet)")
+        parser.add_argument("--by-category", action="store_true",
+                            help="also print precision at the largest k per top-level category")
         parser.add_argument("--json", type=Path, help="write {ranking: {metric@k: value}} here")
         parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
         parser.add_argument("--model", default=None, help="the spec's model label (default: the first)")
@@ -90,12 +92,16 @@ class Command(BaseCommand):
         except evaluation.EvaluationError as exc:
             raise CommandError(str(exc)) from exc
         self._table(result.metrics, ks, f"{relevance.name}, {len(queries)} queries")
+        if options["by_category"]:
+            metric = f"precision@{max(ks)}"
+            self._table(result.by_group(catalog, metric), (), f"{metric} per top-level category",
+                        columns=list(result.metrics), label="category")
         sweep = self._sweep(catalog, relevance, queries, ks, options) if options["sweep_weights"] else None
         self._write_json(options["json"], result.metrics)
         if options["plots"]:
             written = evaluation.write_plots(
-                catalog, result, relevance, options["plots"], sweep=sweep, sweep_metric=options["optimise"] or f"precision@{max(ks)}",
-                seed=options["seed"],
+                catalog, result, relevance, options["plots"], sweep=sweep,
+                sweep_metric=options["optimise"] or f"precision@{max(ks)}", seed=options["seed"],
             )
             for path in written:
                 self._say(1, f"wrote {path}")
@@ -158,14 +164,18 @@ class Command(BaseCommand):
             self._say(1, f"wrote the best weights to {path}")
         return grid
 
-    def _table(self, metrics: dict[str, dict[str, float]], ks: tuple[int, ...], title: str) -> None:
-        columns = [f"{m}@{k}" for m in ("precision", "recall", "ndcg") for k in ks] + ["mrr", "hit_rate@1"]
+    def _table(self, metrics: dict[str, dict[str, float]], ks: tuple[int, ...], title: str, *,
+               columns: list[str] | None = None, label: str = "ranking") -> None:
+        columns = columns or (
+            [f"{m}@{k}" for m in ("precision", "recall", "ndcg") for k in ks] + ["mrr", "hit_rate@1"]
+        )
         width = max(len(c) for c in columns) + 1
+        first = max([len(label), *(len(name) for name in metrics)]) + 1
         self.stdout.write(f"Similarity quality ({title}):")
-        self.stdout.write(f"{'ranking':<8}" + "".join(f"{c:>{width}}" for c in columns) + f"{'queries':>9}")
-        for ranking, values in metrics.items():
+        self.stdout.write(f"{label:<{first}}" + "".join(f"{c:>{width}}" for c in columns) + f"{'queries':>9}")
+        for name, values in metrics.items():
             self.stdout.write(
-                f"{ranking:<8}" + "".join(f"{values.get(c, float('nan')):>{width}.4f}" for c in columns)
+                f"{name:<{first}}" + "".join(f"{values.get(c, float('nan')):>{width}.4f}" for c in columns)
                 + f"{int(values.get('queries', 0)):>9}"
             )
 

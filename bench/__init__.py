@@ -1,0 +1,1 @@
+"""Benchmarks of the similarity pipeline (not part of the tests): ``python -m bench --help``."""
