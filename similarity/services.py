@@ -490,17 +490,13 @@ def find_similar(
             stored.payload, point_id, same_category=same_category, in_stock=in_stock, brand=brand,
             exclude_variants=exclude_variants,
         )
-        fetch = max(conf.candidates, limit * 4)
-        candidate_ids: dict[str, None] = {}
-        for modality, vector in query_vectors.items():
-            for hit in index.query(modality, vector, limit=fetch, filter=search_filter):
-                candidate_ids.setdefault(hit.id)
-        candidates = index.retrieve(list(candidate_ids), with_vectors=True)
+        scored = rank_candidates(
+            index, query_vectors, search_filter, fetch=max(conf.candidates, limit * 4), weights=weights
+        )
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
 
-    scored = _fuse(query_vectors, candidates, weights)
     hits: list[tuple[float, dict[str, float], dict[str, Any]]] = []
     seen_groups: set[Any] = set()
     for score, scores, payload in scored:
@@ -543,21 +539,40 @@ def _build_filter(
     return SearchFilter(match=match, exclude=exclude, exclude_ids=frozenset({point_id}))
 
 
-def _fuse(
-    query: dict[str, list[float]], candidates: dict[str, Any], weights: dict[str, float],
+def rank_candidates(
+    index: VectorIndex, query_vectors: dict[str, list[float]], search_filter: SearchFilter, *,
+    fetch: int, weights: dict[str, float],
 ) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
-    """Score every candidate per modality (cosine) and fuse with :func:`fuse_scores`."""
-    points = list(candidates.values())
-    query_np = {m: np.asarray(v, dtype=np.float32) for m, v in query.items()}
-    cosines = {m: np.full(len(points), np.nan, dtype=np.float32) for m in query_np}
-    for i, point in enumerate(points):
-        for m, q in query_np.items():
-            if m in point.vectors:
-                cosines[m][i] = float(np.dot(q, np.asarray(point.vectors[m], dtype=np.float32)))
+    """The index side of :func:`find_similar`: ``fetch`` nearest points per modality, every
+    candidate's cosine in each modality, fused; best first as (score, scores, payload)."""
+    scores: dict[str, dict[str, float]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
+    for modality, vector in query_vectors.items():
+        for hit in index.query(modality, vector, limit=fetch, filter=search_filter):
+            scores.setdefault(hit.id, {})[modality] = hit.score
+            payloads[hit.id] = hit.payload
+    # A candidate found through one modality gets its exact score in the other one too: one
+    # more query restricted to those ids (cheaper than fetching their vectors).
+    for modality, vector in query_vectors.items():
+        missing = frozenset(i for i, s in scores.items() if modality not in s)
+        if missing:
+            for hit in index.query(modality, vector, limit=len(missing), filter=SearchFilter(ids=missing)):
+                scores[hit.id][modality] = hit.score
+    return _fuse(scores, payloads, weights)
+
+
+def _fuse(
+    scores: dict[str, dict[str, float]], payloads: dict[str, dict[str, Any]], weights: dict[str, float],
+) -> list[tuple[float, dict[str, float], dict[str, Any]]]:
+    """Fuse every candidate's per-modality cosines with :func:`fuse_scores`, best first."""
+    ids = list(scores)
+    modalities = sorted({m for per_id in scores.values() for m in per_id})
+    cosines = {
+        m: np.array([scores[i].get(m, np.nan) for i in ids], dtype=np.float64) for m in modalities
+    }
     fused = fuse_scores(cosines, weights)
     rows = [
-        (float(fused[i]), {m: float(c[i]) for m, c in cosines.items() if not np.isnan(c[i])}, point.payload)
-        for i, point in enumerate(points) if np.isfinite(fused[i])
+        (float(fused[n]), scores[i], payloads[i]) for n, i in enumerate(ids) if np.isfinite(fused[n])
     ]
     rows.sort(key=lambda row: row[0], reverse=True)
     return rows

@@ -95,6 +95,8 @@ def test_filters(index):
     assert pks == expected
     any_hits = index.query("text", vec(0, 4), limit=30, filter=SearchFilter(match_any={"pk": [1, 2]}))
     assert sorted(h.payload["pk"] for h in any_hits) == [1, 2]
+    only = index.query("image", vec(1000, 8), limit=30, filter=SearchFilter(ids=frozenset({pid(3), pid(7)})))
+    assert sorted(h.payload["pk"] for h in only) == [3, 7]
 
 
 def test_delete_and_set_payload(index):

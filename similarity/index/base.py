@@ -33,6 +33,7 @@ class SearchFilter:
     ``exclude``: field must not equal the value.
     ``ranges``: field within ``(gte, lte)`` (either may be ``None``).
     ``exclude_ids``: point ids to leave out.
+    ``ids``: when given, only these point ids.
     """
 
     match: dict[str, Any] = field(default_factory=dict)
@@ -40,9 +41,12 @@ class SearchFilter:
     exclude: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     exclude_ids: frozenset[str] = frozenset()
+    ids: frozenset[str] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.match or self.match_any or self.exclude or self.ranges or self.exclude_ids)
+        return bool(
+            self.match or self.match_any or self.exclude or self.ranges or self.exclude_ids or self.ids is not None
+        )
 
 
 @runtime_checkable

@@ -275,6 +275,8 @@ def to_edge_filter(spec: SearchFilter) -> Any:
     must += [
         FieldCondition(k, range=RangeFloat(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
     ]
+    if spec.ids is not None:
+        must.append(HasIdCondition({uuid.UUID(i) for i in spec.ids}))
     must_not: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.exclude.items()]
     if spec.exclude_ids:
         must_not.append(HasIdCondition({uuid.UUID(i) for i in spec.exclude_ids}))

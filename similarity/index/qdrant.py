@@ -247,6 +247,8 @@ def to_client_filter(spec: SearchFilter) -> Any:
     must += [
         models.FieldCondition(key=k, range=models.Range(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
     ]
+    if spec.ids is not None:
+        must.append(models.HasIdCondition(has_id=sorted(spec.ids)))
     must_not: list[Any] = [
         models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.exclude.items()
     ]
