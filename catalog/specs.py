@@ -32,6 +32,8 @@ class ProductSpec(IndexSpec):
 
     model = "catalog.Product"
     include_category_in_text = False
+    #: characters of the description that go into the text
+    description_chars = 300
     payload_schema = {
         "category_ids": PayloadType.INTEGER,
         "brand": PayloadType.KEYWORD,
@@ -59,7 +61,11 @@ class ProductSpec(IndexSpec):
         if self.include_category_in_text and obj.category_id:
             parts.append(obj.category.path)
         if obj.description:
-            parts.append(obj.description)
+            # The title again and only the head of the description: the encoder mean-pools its
+            # tokens, so this weighs the title more than a long spec sheet. On flipkart-1050 it
+            # lifts text p@10 from 0.766 to 0.770 and fused from 0.779 to 0.783, and encodes 2x
+            # faster (docs/evaluation.md).
+            parts += [obj.title, truncate_words(obj.description, self.description_chars)]
         return truncate_words(". ".join(p.strip() for p in parts if p and p.strip()), limit)
 
     def get_images(self, obj: Any) -> list[ImageSource]:

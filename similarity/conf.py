@@ -44,7 +44,8 @@ class SimilaritySettings:
     max_images: int = 4
     max_image_pixels: int = 90_000_000
     max_text_chars: int = 2000
-    weights: dict[str, float] = field(default_factory=lambda: {"image": 0.35, "text": 0.65})
+    # Measured best on flipkart-1050 (similarity_evaluate --sweep-weights, docs/evaluation.md).
+    weights: dict[str, float] = field(default_factory=lambda: {"image": 0.3, "text": 0.7})
     candidates: int = 100
     dispatcher: str = "workers.tasks.dispatch"
     queue: str = "similarity"
