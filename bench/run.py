@@ -180,7 +180,9 @@ def bench_encode(products: list[Any], n_batched: int, n_naive: int, batch_sizes:
     original = (text_encoder.batch_size, image_encoder.batch_size)
     try:
         for size in batch_sizes:
+            # the sweep sets the rows per forward pass, on any device
             text_encoder.batch_size = image_encoder.batch_size = size
+            text_encoder.cpu_batch_size = image_encoder.cpu_batch_size = size
             sweep_text[size] = _rate(len(texts), lambda: text_encoder.encode(texts))
             sweep_image[size] = _rate(len(blobs),
                 lambda: image_encoder.encode_tensors([decode(b) for b in blobs])

@@ -40,6 +40,8 @@ class SimilaritySettings:
     image_checkpoint: str = ""
     device: str = "auto"
     batch_size: int = 32
+    #: rows per forward pass on a CPU (larger batches are slower there; see encoders/base.py)
+    cpu_batch_size: int = 8
     half_precision: bool = True
     max_images: int = 4
     max_image_pixels: int = 90_000_000

@@ -63,10 +63,10 @@ def text_encoder() -> Any:
 
     conf = get_settings()
     return _cached(
-        f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.half_precision}",
+        f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.cpu_batch_size}:{conf.half_precision}",
         lambda: SentenceTransformerTextEncoder(
             conf.text_model, device=conf.device, batch_size=conf.batch_size,
-            half_precision=conf.half_precision,
+            half_precision=conf.half_precision, cpu_batch_size=conf.cpu_batch_size,
         ),
     )
 
@@ -77,10 +77,10 @@ def image_encoder() -> Any:
     conf = get_settings()
     return _cached(
         f"image:{conf.image_model}:{conf.image_checkpoint}:{conf.device}:{conf.batch_size}:"
-        f"{conf.half_precision}",
+        f"{conf.cpu_batch_size}:{conf.half_precision}",
         lambda: TimmImageEncoder(
             conf.image_model, checkpoint=conf.image_checkpoint, device=conf.device,
-            batch_size=conf.batch_size, half_precision=conf.half_precision,
+            batch_size=conf.batch_size, half_precision=conf.half_precision, cpu_batch_size=conf.cpu_batch_size,
         ),
     )
 

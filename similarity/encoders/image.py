@@ -68,12 +68,17 @@ class TimmImageEncoder(LazyModel):
 
     def __init__(
         self, model: str = DEFAULT_IMAGE_MODEL, *, checkpoint: str = "", device: str = "auto",
-        batch_size: int = 32, half_precision: bool = True,
+        batch_size: int = 32, half_precision: bool = True, cpu_batch_size: int = 8,
     ) -> None:
-        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision)
+        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision,
+                         cpu_batch_size=cpu_batch_size)
         self.checkpoint = checkpoint or offline_checkpoint(model)
         self._transform: Any = None
         self.device = "cpu"
+
+    @property
+    def device_name(self) -> str:
+        return self.device
 
     def _load(self) -> Any:
         import timm
@@ -90,7 +95,8 @@ class TimmImageEncoder(LazyModel):
         else:
             model = timm.create_model(self.name, pretrained=True)
         model.reset_classifier(0)
-        model.eval().to(self.device)
+        # channels_last: 1.7-2.6x faster on this CPU (flipkart-1050 bench), and what cuDNN prefers.
+        model.eval().to(self.device, memory_format=torch.channels_last)
         if self.device.startswith("cuda") and self._half:
             model.half()
         config = timm.data.resolve_data_config({}, model=model)
@@ -133,8 +139,9 @@ class TimmImageEncoder(LazyModel):
         dtype = next(model.parameters()).dtype
         out = []
         with torch.inference_mode():
-            for start in range(0, len(tensors), self.batch_size):
-                chunk = torch.stack(list(tensors[start : start + self.batch_size]))
-                chunk = chunk.to(self.device, dtype=dtype, non_blocking=True)
+            step = self.micro_batch
+            for start in range(0, len(tensors), step):
+                chunk = torch.stack(list(tensors[start : start + step]))
+                chunk = chunk.to(self.device, dtype=dtype, non_blocking=True, memory_format=torch.channels_last)
                 out.append(model(chunk).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))

@@ -28,9 +28,10 @@ class SentenceTransformerTextEncoder(LazyModel):
 
     def __init__(
         self, model: str = DEFAULT_TEXT_MODEL, *, device: str = "auto", batch_size: int = 32,
-        half_precision: bool = True,
+        half_precision: bool = True, cpu_batch_size: int = 8,
     ) -> None:
-        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision)
+        super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision,
+                         cpu_batch_size=cpu_batch_size)
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -45,7 +46,7 @@ class SentenceTransformerTextEncoder(LazyModel):
         return model
 
     @property
-    def device(self) -> str:
+    def device_name(self) -> str:
         return str(self.model.device)
 
     @property
@@ -71,7 +72,7 @@ class SentenceTransformerTextEncoder(LazyModel):
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             vectors = self.model.encode(
-                batch, batch_size=self.batch_size, convert_to_numpy=True,
+                batch, batch_size=self.micro_batch, convert_to_numpy=True,
                 normalize_embeddings=True, show_progress_bar=False,
             )
         return l2_normalise(vectors)
