@@ -280,3 +280,19 @@ def test_visual_and_text_search(flipkart, flipkart_rows, dispatched):
 
 def test_image_used_by_tests_is_valid():
     Image.open(io.BytesIO(factories.png_bytes())).verify()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_empty_text_and_missing_products(dispatched):
+    blank = factories.product("placeholder")
+    Product.objects.filter(pk=blank.pk).update(title="", description="")  # bypasses validation
+    with_image = factories.product("placeholder 2", image=factories.png_bytes())
+    Product.objects.filter(pk=with_image.pk).update(title="")
+    report = services.index_products([blank.pk, with_image.pk, 999_999])
+    assert report.indexed == 1, "the product with an image is searchable by it"
+    assert state(blank, "text").status == state(blank, "image").status == "no_content"
+    assert state(with_image, "text").status == "no_content"
+    assert state(with_image, "image").status == "indexed"
+    assert services.find_similar(blank).status == "not_indexed"
+    assert services.find_similar(with_image).ok
+    assert report.removed == 1, "an id that no longer exists is removed from the index, not an error"
