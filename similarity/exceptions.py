@@ -17,9 +17,5 @@ class IndexUnavailable(SimilarityError):
     """The vector store cannot be reached or opened right now. Retryable."""
 
 
-class NotIndexed(SimilarityError):
-    """The object has no vectors in the index yet."""
-
-
 class SimilarityConfigError(ImproperlyConfigured, SimilarityError):
     """The ``SIMILARITY`` setting is wrong."""

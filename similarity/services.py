@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,10 +52,17 @@ def vector_dims() -> dict[str, int]:
     return {"image": registry.image_encoder().dim, "text": registry.text_encoder().dim}
 
 
+#: index objects already checked in this process (ensure costs round trips to a server)
+_ENSURED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def ensure_index(spec: IndexSpec | None = None, index: VectorIndex | None = None) -> VectorIndex:
+    """Create the collection and payload indexes if missing; once per index object."""
     spec = spec or _spec()
     index = index or registry.vector_index()
-    index.ensure(vector_dims(), payload_schema(spec))
+    if index not in _ENSURED:
+        index.ensure(vector_dims(), payload_schema(spec))
+        _ENSURED.add(index)
     return index
 
 
@@ -117,7 +125,6 @@ class _Item:
     encode_text: bool = False
     encode_image: bool = False
     vectors: dict[str, list[float]] = field(default_factory=dict)
-    image_error: str = ""
 
 
 def _read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:

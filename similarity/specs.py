@@ -7,7 +7,6 @@ A shop with its own product model writes a subclass of :class:`IndexSpec` and li
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -90,11 +89,6 @@ class IndexSpec:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def payload_hash(payload: dict[str, Any]) -> str:
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
 
 
 def truncate_words(text: str, limit: int) -> str:

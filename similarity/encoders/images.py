@@ -6,7 +6,7 @@ Kept free of torch so that decoding can run in DataLoader workers and in tests c
 from __future__ import annotations
 
 import warnings
-from typing import IO, Any, cast
+from typing import IO, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -87,7 +87,3 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode != "RGB":
         return image.convert("RGB")
     return image
-
-
-def describe(image: Any) -> str:
-    return f"{image.size[0]}×{image.size[1]} {image.mode}"
