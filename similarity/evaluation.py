@@ -537,6 +537,18 @@ def write_plots(
     return written
 
 
+def _finish_plot(fig: Any, ax: Any, path: Path) -> Path:
+    """Grid, legend, save and close: the same for every line chart."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_curves(result: EvalResult, relevance: Relevance, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -546,12 +558,7 @@ def _plot_curves(result: EvalResult, relevance: Relevance, path: Path) -> Path:
     ax.set_xlabel("k")
     ax.set_ylabel("precision@k")
     ax.set_title(f"precision@k, {relevance.name} ({len(result.queries)} queries)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_plot(fig, ax, path)
 
 
 def _plot_embedding_map(catalog: EvalCatalog, path: Path, *, seed: int, max_points: int = 3000) -> Path:
@@ -647,9 +654,4 @@ def _plot_sweep(sweep: list[tuple[dict[str, float], dict[str, float]]], metric: 
         ax.plot(xs, [m[name] for _w, m in sweep], marker="o", markersize=3, label=name)
     ax.set_xlabel("image weight (text = 1 - image)")
     ax.set_title("fused ranking by fusion weights")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_plot(fig, ax, path)
