@@ -3,7 +3,7 @@
 ``python -m bench.celery_freshness [--trials N]`` (or ``python -m bench --only celery``). Needs
 PostgreSQL and Redis (``BENCH_DATABASE_URL``, default postgres://postgres@127.0.0.1:5432/similarity_bench,
 created if missing; ``BENCH_BROKER_URL``, default redis://127.0.0.1:6379/14). Starts one worker
-(``celery -A config worker -Q similarity -c 1``) on a throw-away Qdrant Edge folder.
+(``celery -A workers worker -Q similarity -c 1``) on a throw-away Qdrant Edge folder.
 
 Qdrant Edge lets one process open a shard, and the worker holds it; so this process does not
 query the index but polls the index state the worker writes right after upserting and flushing
@@ -62,16 +62,16 @@ def run(trials: int) -> dict[str, Any]:
     from similarity.specs import text_hash
 
     call_command("migrate", verbosity=0)
-    from config.celery import app
+    from workers.celery import app
 
     app.control.purge()
     worker = subprocess.Popen(
-        [str(Path(sys.executable).parent / "celery"), "-A", "config", "worker", "-Q", "similarity", "-c", "1",
+        [str(Path(sys.executable).parent / "celery"), "-A", "workers", "worker", "-Q", "similarity", "-c", "1",
          "--loglevel", "WARNING", "-n", f"bench-{os.getpid()}@%h"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        spec = next(iter(registry.specs().values()))
+        spec = registry.get_spec()
         product = Product.objects.create(sku=f"bench-{os.getpid()}", title="Analog wrist watch",
                                          description="Steel strap, date window", brand="Bench")
 

@@ -140,9 +140,9 @@ def bench_encode(products: list[Any], n_batched: int, n_naive: int, batch_sizes:
 
     from similarity import registry
     from similarity.conf import get_settings
-    from similarity.encoders.images import open_image
+    from similarity.encoders.image_decoding import open_image
 
-    spec = next(iter(registry.specs().values()))
+    spec = registry.get_spec()
     texts = [spec.get_text(p) for p in products][:n_batched]
     blobs = []
     for product in products[:n_batched]:
@@ -228,7 +228,7 @@ class _BlobDataset:
         return len(self.blobs)
 
     def __getitem__(self, i: int) -> Any:
-        from similarity.encoders.images import open_image
+        from similarity.encoders.image_decoding import open_image
 
         name, data = self.blobs[i]
         return self.transform(open_image(io.BytesIO(data), name=name, max_pixels=self.max_pixels))
@@ -267,12 +267,12 @@ def _random_points(n: int, dims: dict[str, int], seed: int, start: int = 0) -> l
             v = rng.standard_normal(dim).astype(np.float32)
             vectors[name] = (v / np.linalg.norm(v)).tolist()
         points.append(PointData(str(uuid.UUID(int=i + 1)), vectors,
-                                {"pk": i + 1, "group": i + 1, "category_ids": [int(rng.integers(1, 60))],
+                                {"pk": str(i + 1), "group": str(i + 1), "category_ids": [int(rng.integers(1, 60))],
                                  "in_stock": bool(rng.random() < 0.8), "model": "bench.synthetic"}))
     return points
 
 
-SCHEMA = {"pk": "integer", "group": "integer", "model": "keyword", "category_ids": "integer",
+SCHEMA = {"pk": "keyword", "group": "keyword", "model": "keyword", "category_ids": "integer",
           "in_stock": "bool", "brand": "keyword", "price": "float", "sku": "keyword"}
 
 
@@ -377,7 +377,7 @@ def bench_freshness(products: list[Any], trials: int) -> dict[str, Any]:
     from similarity import registry, services
     from similarity.specs import text_hash
 
-    spec = next(iter(registry.specs().values()))
+    spec = registry.get_spec()
     index = registry.vector_index()
     samples = []
     for i, product in enumerate(products[:trials]):
@@ -538,9 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine_info(args.device), "quick": quick,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     products = load_catalog(24 if quick else None)
-    from similarity import services
+    from similarity import registry
 
-    dims = services.vector_dims()
+    dims = registry.vector_dims()
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("encode", lambda: bench_encode(products, 16 if quick else 128, 4 if quick else 32,
                                         [4, 16] if quick else ([32, 64, 128, 256] if cuda else [1, 8, 32, 64]))),

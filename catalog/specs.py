@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Prefetch
+from django.template.defaultfilters import floatformat
 
 from similarity.conf import get_settings
-from similarity.specs import ImageSource, IndexSpec, PayloadType, Watch, truncate_words
+from similarity.specs import Filter, ImageSource, IndexSpec, PayloadType, Watch, truncate_words
 
 
 def _products_in_category(category: Any) -> list[int]:
@@ -27,20 +28,25 @@ def _product_of_image(image: Any) -> list[int]:
 
 
 class ProductSpec(IndexSpec):
-    """Text = title, brand and description (the category path only in :class:`ProductSpecWithCategory`,
+    """The one place that knows the example shop's fields: categories, stock, brands, SKUs, prices.
+
+    Text = title, brand and description (the category path only in :class:`ProductSpecWithCategory`,
     so that judging similarity against the category tree stays honest)."""
 
     model = "catalog.Product"
-    include_category_in_text = False
     #: characters of the description that go into the text
     description_chars = 300
-    payload_schema = {
-        "category_ids": PayloadType.INTEGER,
-        "brand": PayloadType.KEYWORD,
-        "price": PayloadType.FLOAT,
-        "in_stock": PayloadType.BOOL,
-        "sku": PayloadType.KEYWORD,
+    filters = {
+        # find_similar(p, same_category=True) = p's own category; =2 = the same ancestor at depth 2
+        "same_category": Filter("category_ids", PayloadType.INTEGER, relative_to="category_path"),
+        # search_text("...", category=5): products in category 5 or below it
+        "category": Filter("category_ids", PayloadType.INTEGER),
+        "in_stock": Filter("in_stock", PayloadType.BOOL),
+        "brand": Filter("brand", PayloadType.KEYWORD),
     }
+    payload_schema = {"price": PayloadType.FLOAT, "sku": PayloadType.KEYWORD}
+    lookup_field = "sku"
+    currency = "₹"
     watches = (
         Watch("catalog.ProductImage", _product_of_image),
         Watch("catalog.Category", _products_in_category),
@@ -58,7 +64,7 @@ class ProductSpec(IndexSpec):
         parts = [obj.title]
         if obj.brand and obj.brand.lower() not in obj.title.lower():
             parts.append(obj.brand)
-        if self.include_category_in_text and obj.category_id:
+        if self.text_includes_taxonomy and obj.category_id:
             parts.append(obj.category.path)
         if obj.description:
             # The title again and only the head of the description: the encoder mean-pools its
@@ -88,9 +94,36 @@ class ProductSpec(IndexSpec):
             "parent": obj.parent_id,
         }
 
-    def get_group(self, obj: Any) -> int:
-        return int(obj.parent_id or obj.pk)
+    def get_group(self, obj: Any) -> str:
+        return self.object_key(obj.parent_id or obj.pk)
+
+    # -- what pages show ----------------------------------------------------------------------
+    def get_fallback_queryset(self, obj: Any, filters: dict[str, Any]) -> Any:
+        """Other products of the same category, newest first (in stock only, when asked)."""
+        if obj.category_id is None:
+            return None
+        queryset = self.get_queryset().filter(category_id=obj.category_id)
+        if filters.get("in_stock"):
+            queryset = queryset.filter(in_stock=True)
+        if filters.get("brand"):
+            queryset = queryset.filter(brand=filters["brand"])
+        return queryset.order_by("-pk")
+
+    def get_thumbnail(self, obj: Any) -> Any:
+        first = next(iter(obj.images.all()), None)  # prefetched by get_queryset and the views
+        return first.image if first is not None else None
+
+    def get_title(self, obj: Any) -> str:
+        return str(obj.title)
+
+    def format_price(self, obj: Any) -> str:
+        if obj.price is None:
+            return ""
+        return f"{self.currency}{floatformat(obj.price, '-2g')}"
+
+    def get_taxonomy(self, obj: Any) -> list[str]:
+        return [c.name for c in obj.category.ancestors()] if obj.category_id else []
 
 
 class ProductSpecWithCategory(ProductSpec):
-    include_category_in_text = True
+    text_includes_taxonomy = True

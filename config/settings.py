@@ -97,7 +97,6 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ROUTES = {"similarity.*": {"queue": os.environ.get("SIMILARITY_QUEUE", "similarity")}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
 CELERY_TASK_PUBLISH_RETRY = False
@@ -114,10 +113,11 @@ SIMILARITY = {
         "URL": os.environ.get("QDRANT_URL", ""),
         "API_KEY": os.environ.get("QDRANT_API_KEY", ""),
         "PATH": str(VAR_DIR / "qdrant-edge"),
-        "COLLECTION": os.environ.get("QDRANT_COLLECTION", "products"),
+        "COLLECTION": os.environ.get("QDRANT_COLLECTION", "similarity"),
     },
     "DEVICE": os.environ.get("SIMILARITY_DEVICE", "auto"),
     "BATCH_SIZE": int(os.environ.get("SIMILARITY_BATCH_SIZE", "32")),
+    "QUEUE": os.environ.get("SIMILARITY_QUEUE", "similarity"),
 }
 
 LOGGING = {

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from . import admin_views, services
+from . import admin_views, registry, services
 from .models import IndexState, PendingChange, Status
 
 #: permission codenames (declared on ``IndexState.Meta.permissions``)
@@ -50,23 +50,22 @@ class IndexStatusFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
-        label = queryset.model._meta.label_lower
-        states = IndexState.objects.filter(model_label=label)
+        spec = registry.get_spec(queryset.model)
+        states = IndexState.objects.filter(model_label=spec.label)
         value = self.value()
         if value == "indexed":
             return queryset.filter(
-                pk__in=states.filter(status=Status.INDEXED).values("object_id")
-            ).exclude(pk__in=states.filter(status=Status.FAILED).values("object_id"))
+                pk__in=spec.pks_of(states.filter(status=Status.INDEXED))
+            ).exclude(pk__in=spec.pks_of(states.filter(status=Status.FAILED)))
         if value == "failed":
-            return queryset.filter(pk__in=states.filter(status=Status.FAILED).values("object_id"))
+            return queryset.filter(pk__in=spec.pks_of(states.filter(status=Status.FAILED)))
         if value == "pending":
-            outbox = PendingChange.objects.filter(model_label=label, processed_at__isnull=True)
+            outbox = PendingChange.objects.filter(model_label=spec.label, processed_at__isnull=True)
             return queryset.filter(
-                Q(pk__in=outbox.values("object_id"))
-                | Q(pk__in=states.filter(status=Status.PENDING).values("object_id"))
+                Q(pk__in=spec.pks_of(outbox)) | Q(pk__in=spec.pks_of(states.filter(status=Status.PENDING)))
             )
         if value == "not_indexed":
-            return queryset.exclude(pk__in=states.filter(status=Status.INDEXED).values("object_id"))
+            return queryset.exclude(pk__in=spec.pks_of(states.filter(status=Status.INDEXED)))
         return None
 
 
@@ -106,7 +105,8 @@ class SimilarityAdminMixin:
 
     def similarity_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
         opts = self.model._meta  # type: ignore[attr-defined]
-        label = opts.label_lower
+        spec = registry.get_spec(self.model)  # type: ignore[attr-defined]
+        label, key = spec.label, spec.object_key(obj.pk)
         context: dict[str, Any] = {
             "similarity_panel": request.user.has_perm(VIEW_SIMILARITY),
             "similarity_can_reindex": self.has_reindex_permission(request),
@@ -115,10 +115,10 @@ class SimilarityAdminMixin:
                 args=[obj.pk],
             ),
             "similarity_states": list(
-                IndexState.objects.filter(model_label=label, object_id=obj.pk).order_by("modality")
+                IndexState.objects.filter(model_label=label, object_id=key).order_by("modality")
             ),
             "similarity_pending": PendingChange.objects.filter(
-                model_label=label, object_id=obj.pk, processed_at__isnull=True
+                model_label=label, object_id=key, processed_at__isnull=True
             ).exists(),
         }
         if context["similarity_panel"]:
@@ -128,6 +128,7 @@ class SimilarityAdminMixin:
             context["similarity_hits"] = [
                 {
                     "hit": hit,
+                    "title": spec.get_title(hit.object),
                     "change_url": reverse(
                         f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",  # type: ignore[attr-defined]
                         args=[hit.pk],
@@ -144,7 +145,7 @@ class SimilarityAdminMixin:
     def _reindex(self, request: HttpRequest, object_id: str) -> HttpResponse:
         require_permission(request, REINDEX)
         obj = get_object_or_404(self.model, pk=object_id)  # type: ignore[attr-defined]
-        services.request_reindex([obj.pk], model=self.model)  # type: ignore[attr-defined]
+        services.capture_changes(self.model, [obj.pk])  # type: ignore[attr-defined]
         self.message_user(request, f"“{obj}” was queued for re-indexing.", messages.SUCCESS)  # type: ignore[attr-defined]
         opts = self.model._meta  # type: ignore[attr-defined]
         return HttpResponseRedirect(
@@ -154,7 +155,7 @@ class SimilarityAdminMixin:
 
     @admin.action(description="Reindex selected", permissions=["reindex"])
     def reindex_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        count = services.request_reindex(queryset.values_list("pk", flat=True), model=self.model)  # type: ignore[attr-defined]
+        count = services.capture_changes(self.model, queryset.values_list("pk", flat=True))  # type: ignore[attr-defined]
         noun = self.model._meta.verbose_name if count == 1 else self.model._meta.verbose_name_plural  # type: ignore[attr-defined]
         self.message_user(request, f"{count} {noun} queued for re-indexing.", messages.SUCCESS)  # type: ignore[attr-defined]
 

@@ -18,6 +18,7 @@ from django.urls import NoReverseMatch, reverse
 from . import registry, services
 from .exceptions import EncodingError
 from .results import SimilarResult
+from .specs import PayloadType
 
 #: uploads above this size are refused before decoding
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -35,7 +36,30 @@ class ExplorerForm(forms.Form):
         help_text=f"JPEG, PNG, WebP, GIF, BMP or TIFF; at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.",
         widget=forms.ClearableFileInput(attrs={"accept": "image/*"}),
     )
-    in_stock = forms.BooleanField(required=False, label="In stock only")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        specs = registry.specs()
+        if len(specs) > 1:
+            self.fields["model"] = forms.ChoiceField(
+                choices=[(label, spec.model_class._meta.verbose_name_plural) for label, spec in specs.items()],
+                label="Search in",
+            )
+        # The spec's yes/no filters ("in stock") as checkboxes: the explorer names no field itself.
+        for spec in specs.values():
+            for name, declared in spec.filters.items():
+                if declared.type == PayloadType.BOOL and declared.relative_to is None:
+                    self.fields.setdefault(
+                        f"filter_{name}",
+                        forms.BooleanField(required=False, label=f"{name.replace('_', ' ').capitalize()} only"),
+                    )
+
+    def search_options(self) -> dict[str, Any]:
+        """``model`` and the ticked filters, as the search services take them."""
+        data = self.cleaned_data
+        spec = registry.get_spec(data.get("model") or next(iter(registry.specs())))
+        filters = {name: True for name in spec.filters if data.get(f"filter_{name}")}
+        return {"model": spec, **filters}
 
     def clean_photo(self) -> Any:
         photo = self.cleaned_data.get("photo")
@@ -79,18 +103,18 @@ def explorer(request: HttpRequest, site: AdminSite) -> TemplateResponse:
                 mode = "photo"
                 try:
                     result = services.search_image(
-                        data["photo"], limit=RESULT_LIMIT, in_stock=data["in_stock"],
-                        name=data["photo"].name,
+                        data["photo"], limit=RESULT_LIMIT, name=data["photo"].name, **form.search_options()
                     )
                 except EncodingError as exc:
                     form.add_error("photo", f"This file cannot be read as an image ({exc}).")
             else:
                 mode = "words"
-                result = services.search_text(data["query"], limit=RESULT_LIMIT, in_stock=data["in_stock"])
+                result = services.search_text(data["query"], limit=RESULT_LIMIT, **form.search_options())
     else:
         form = ExplorerForm()
     hits = [
-        {"hit": hit, "change_url": _admin_change_url(site, hit.object),
+        {"hit": hit, "title": registry.get_spec(type(hit.object)).get_title(hit.object),
+         "change_url": _admin_change_url(site, hit.object),
          "site_url": getattr(hit.object, "get_absolute_url", lambda: "")()}
         for hit in (result or [])
     ]

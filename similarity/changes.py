@@ -1,35 +1,102 @@
-"""Change capture: model signals → outbox rows (in the transaction) → one dispatch per commit.
+"""Change capture and the outbox.
 
-Every save or delete of an indexed model (or of a model a spec watches) writes an outbox row in
-the committing transaction and adds the id to a per-connection buffer. The first change of a
-transaction registers one ``on_commit`` callback, which dispatches the whole buffer, so a
-transaction touching 500 products queues one batch. A rolled-back transaction discards the
-callback (and the outbox rows); the buffer notices and starts afresh.
+Every save or delete of an indexed model (or of a model a spec watches) goes through
+:func:`capture_changes`: it writes outbox rows (:class:`~similarity.models.PendingChange`) in the
+committing transaction and adds the ids to a per-connection buffer. The first change of a
+transaction registers one ``on_commit`` callback, which hands the whole buffer to the dispatcher
+(:func:`dispatch_committed`), so a transaction touching 500 products queues one batch. A
+rolled-back transaction discards the callback (and the outbox rows); the buffer notices and
+starts afresh. The indexing side marks rows done with :func:`settle_outbox`.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.module_loading import import_string
 
-from . import registry, services
+from . import registry
+from .conf import get_settings
+from .exceptions import SimilarityError
+from .models import IndexState, Modality, PendingChange, Status
 
+logger = logging.getLogger(__name__)
 _local = threading.local()
+
+#: processed outbox rows are kept this long, so a rebuild can catch up with what changed
+OUTBOX_RETENTION_HOURS = 24
+
+
+def write_outbox(label: str, index_keys: Iterable[str] = (), remove_keys: Iterable[str] = ()) -> None:
+    """Write outbox rows in the current transaction, and mark the objects' index state
+    ``pending`` so the admin shows what is waiting (two queries per call)."""
+    now = timezone.now()
+    remove = set(remove_keys)
+    waiting = set(index_keys) - remove
+    rows = [
+        PendingChange(model_label=label, object_id=key, action=PendingChange.Action.INDEX, created_at=now)
+        for key in waiting
+    ] + [
+        PendingChange(model_label=label, object_id=key, action=PendingChange.Action.REMOVE, created_at=now)
+        for key in remove
+    ]
+    if rows:
+        PendingChange.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["model_label", "object_id"],
+            update_fields=["action", "created_at", "processed_at"],
+        )
+    if waiting:
+        IndexState.objects.bulk_create(
+            [IndexState(model_label=label, object_id=key, modality=modality, status=Status.PENDING, updated_at=now)
+             for key in waiting for modality in Modality.values],
+            update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
+            update_fields=["status", "updated_at"],
+        )
+
+
+def dispatch_committed(label: str, index_keys: Iterable[str] = (), remove_keys: Iterable[str] = ()) -> None:
+    """Hand committed changes to ``SIMILARITY["DISPATCHER"]`` (the task queue). Never raises:
+    the outbox keeps what fails, for ``similarity_reindex --pending``."""
+    remove = sorted(set(remove_keys))
+    index = sorted(set(index_keys) - set(remove))
+    dispatcher = import_string(get_settings().dispatcher)
+    try:
+        dispatcher(label, index, remove)
+    except Exception:  # broker down, or an eager task that found Qdrant down
+        logger.warning(
+            "could not process %d changes of %s now; they stay pending for "
+            "`similarity_reindex --pending`", len(index) + len(remove), label, exc_info=True,
+        )
+
+
+def settle_outbox(label: str, keys: list[str], started: datetime) -> None:
+    """Mark outbox rows done once their objects are in the index. Rows recorded after
+    ``started`` are newer than what was read, so they stay pending."""
+    now = timezone.now()
+    PendingChange.objects.filter(
+        model_label=label, object_id__in=keys, created_at__lte=started, processed_at__isnull=True
+    ).update(processed_at=now)
+    PendingChange.objects.filter(processed_at__lt=now - timedelta(hours=OUTBOX_RETENTION_HOURS)).delete()
 
 
 class _Buffer:
     def __init__(self) -> None:
-        self.index: dict[str, set[int]] = {}
-        self.remove: dict[str, set[int]] = {}
+        self.index: dict[str, set[str]] = {}
+        self.remove: dict[str, set[str]] = {}
         self.callback: Any = None
 
-    def add(self, label: str, index_ids: Iterable[int], remove_ids: Iterable[int]) -> None:
+    def add(self, label: str, index_ids: Iterable[str], remove_ids: Iterable[str]) -> None:
         index, remove = self.index.setdefault(label, set()), self.remove.setdefault(label, set())
         index.update(index_ids)
         remove.update(remove_ids)
@@ -40,7 +107,7 @@ class _Buffer:
         self.index, self.remove, self.callback = {}, {}, None
         for label in sorted(set(index) | set(remove)):
             if index.get(label) or remove.get(label):
-                services.dispatch_changes(label, index.get(label, ()), remove.get(label, ()))
+                dispatch_committed(label, index.get(label, ()), remove.get(label, ()))
 
 
 def _buffer(using: str) -> _Buffer:
@@ -60,23 +127,32 @@ def _armed(buffer: _Buffer, using: str) -> bool:
     return any(entry[1] is buffer.callback for entry in callbacks)
 
 
-def note_changes(
-    label: str, index_ids: Iterable[int] = (), remove_ids: Iterable[int] = (), *,
+def capture_changes(
+    model: Any, index_ids: Iterable[Any] = (), remove_ids: Iterable[Any] = (), *,
     using: str = DEFAULT_DB_ALIAS,
-) -> None:
-    """Record that objects changed; called from signal handlers, usable from bulk code too."""
+) -> int:
+    """Record that objects changed: outbox rows now, one dispatch after commit.
+
+    Signal handlers call this; so do the admin's "Reindex" button and bulk code that bypasses
+    signals (``QuerySet.update``, ``bulk_create``, raw SQL). ``model`` is anything
+    :func:`similarity.registry.get_spec` takes. Returns how many objects were recorded.
+    """
+    spec = registry.get_spec(model)
+    label = spec.label
+    index_keys = [spec.object_key(pk) for pk in index_ids]
+    remove_keys = [spec.object_key(pk) for pk in remove_ids]
     buffer = _buffer(using)
     if not _armed(buffer, using):
         buffer.index, buffer.remove, buffer.callback = {}, {}, None
-    index_ids, remove_ids = list(index_ids), list(remove_ids)
-    buffer.add(label, index_ids, remove_ids)
+    buffer.add(label, index_keys, remove_keys)
     # Always written, even for an id seen before in this transaction: a rolled-back savepoint
     # may have taken that row with it (and SQLite reuses the primary key of a rolled-back row).
-    services.record_changes(label, index_ids, remove_ids)
+    write_outbox(label, index_keys, remove_keys)
     if buffer.callback is None and (buffer.index.get(label) or buffer.remove.get(label)):
         buffer.callback = functools.partial(buffer.flush, using)
         # In autocommit mode this runs the callback at once, which is what we want.
         transaction.on_commit(buffer.callback, using=using)
+    return len(set(index_keys) | set(remove_keys))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,21 +162,21 @@ def _on_indexed_save(sender: Any, instance: Any, raw: bool = False, **kwargs: An
     if raw:
         return  # fixture loading: the data is not final yet
     using = kwargs.get("using") or router.db_for_write(sender)
-    note_changes(sender._meta.label_lower, index_ids=[instance.pk], using=using)
+    capture_changes(sender._meta.label_lower, index_ids=[instance.pk], using=using)
 
 
 def _on_indexed_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
     using = kwargs.get("using") or router.db_for_write(sender)
-    note_changes(sender._meta.label_lower, remove_ids=[instance.pk], using=using)
+    capture_changes(sender._meta.label_lower, remove_ids=[instance.pk], using=using)
 
 
 def _watch_handler(label: str, to_ids: Any) -> Any:
     def handler(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
         if raw:
             return
-        ids = [int(pk) for pk in to_ids(instance)]
+        ids = list(to_ids(instance))
         if ids:
-            note_changes(label, index_ids=ids, using=kwargs.get("using") or DEFAULT_DB_ALIAS)
+            capture_changes(label, index_ids=ids, using=kwargs.get("using") or DEFAULT_DB_ALIAS)
 
     return handler
 
@@ -128,6 +204,17 @@ def connect() -> None:
                 uid = f"similarity:{label}:watch{position}:{kind}"
                 signal.connect(handler, sender=watched, dispatch_uid=uid, weak=False)
                 _connected.append((signal, watched, uid))
+
+
+@receiver(setting_changed)
+def _reconnect(*, setting: str, **kwargs: Any) -> None:
+    """Follow a changed ``SPECS`` (tests, ``override_settings``): signals of exactly those models."""
+    if setting == "SIMILARITY" and apps.ready:
+        try:
+            connect()
+        except (ImportError, LookupError, SimilarityError) as exc:  # reported by the system checks
+            disconnect()
+            logger.warning("similarity signals not connected: %s", exc)
 
 
 def disconnect() -> None:

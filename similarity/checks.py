@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, register
 from django.utils.module_loading import import_string
 
 
@@ -18,6 +18,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         conf = get_settings()
     except SimilarityConfigError as exc:
         return [Error(str(exc), id="similarity.E001")]
+    if not conf.specs:
+        errors.append(Error(
+            "SIMILARITY['SPECS'] is empty: list the IndexSpec classes of the models to index, "
+            "e.g. SIMILARITY = {'SPECS': ['shop.specs.ProductSpec']}.", id="similarity.E008",
+        ))
     for path in conf.specs:
         try:
             import_string(path)
@@ -44,6 +49,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     try:
         import_string(conf.dispatcher)
     except ImportError as exc:
-        errors.append(Warning(f"SIMILARITY['DISPATCHER'] {conf.dispatcher!r} cannot be imported "
-                              f"({exc}); changes will stay pending.", id="similarity.W001"))
+        errors.append(Error(f"SIMILARITY['DISPATCHER'] {conf.dispatcher!r} cannot be imported "
+                            f"({exc}); no change would ever reach the index.", id="similarity.E009"))
     return errors

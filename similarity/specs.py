@@ -1,7 +1,10 @@
 """Declarative description of what to index for a model (like haystack's ``SearchIndex``).
 
-A shop with its own product model writes a subclass of :class:`IndexSpec` and lists it in
-``SIMILARITY["SPECS"]``; nothing else in the app knows about the model.
+A shop with its own model writes a subclass of :class:`IndexSpec` and lists it in
+``SIMILARITY["SPECS"]``. The spec owns the model's vocabulary: the text and images to encode,
+the payload and the filters callers may ask for by name, the fallback shown while the index
+cannot answer, the thumbnail and price of a card, and how to look an object up from the
+command line. Nothing else in the app names a field of the model.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, ClassVar
 from django.apps import apps
 from django.db import models
 
+from .exceptions import SimilarityError
+
 # Fixed namespace so that point ids are stable across machines and rebuilds.
 POINT_NAMESPACE = uuid.UUID("7f1d9a52-63b8-4c57-9b0b-2f0f4e1f6a11")
 
@@ -24,6 +29,48 @@ class PayloadType:
     INTEGER = "integer"
     FLOAT = "float"
     BOOL = "bool"
+
+
+#: payload fields every point carries, whatever the spec adds (keys of any primary key type)
+BASE_PAYLOAD_SCHEMA = {"pk": PayloadType.KEYWORD, "group": PayloadType.KEYWORD, "model": PayloadType.KEYWORD}
+
+
+class UnknownFilter(SimilarityError, TypeError):
+    """A caller asked for a filter the spec does not declare."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A filter callers ask for by name: ``find_similar(obj, in_stock=True)``.
+
+    ``field`` is the payload field it matches and ``type`` its index type. A value of ``None``,
+    ``False`` or ``""`` means "no filter"; ``True`` on a ``bool`` field means "must be true"; a
+    list means "any of these". With ``relative_to`` (a payload field holding the object's path,
+    root first), the filter compares with the query object: ``True`` = the same last element,
+    ``N`` = the same element at depth N (1 = the root), like "the same category".
+    """
+
+    field: str
+    type: str = PayloadType.KEYWORD
+    relative_to: str | None = None
+
+    def condition(self, name: str, value: Any, payload: dict[str, Any] | None) -> tuple[str, Any] | None:
+        """``("match" | "match_any", value)`` for the store, or ``None`` for no filter."""
+        if value is None or value is False or value == "":
+            return None
+        if self.relative_to is not None:
+            if payload is None:
+                raise UnknownFilter(f"the filter {name!r} compares with an object; it needs one")
+            path = payload.get(self.relative_to) or []
+            if not path:
+                return None
+            level = len(path) if value is True else max(1, int(value))
+            return "match", path[min(level, len(path)) - 1]
+        if self.type == PayloadType.BOOL:
+            return "match", bool(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return "match_any", list(value)
+        return "match", value
 
 
 @dataclass(frozen=True)
@@ -43,17 +90,25 @@ class Watch:
     """
 
     model: str
-    to_ids: Callable[[Any], Iterable[int]]
+    to_ids: Callable[[Any], Iterable[Any]]
 
 
 class IndexSpec:
-    """What to index for one model. Subclass and set ``model`` and override the ``get_*``."""
+    """What to index for one model. Subclass, set ``model`` and override the ``get_*``."""
 
     model: ClassVar[str]  # "app_label.ModelName"
-    #: payload fields usable in filters, with their index type
+    #: filters callers may pass by name to find_similar, the tags and the searches
+    filters: ClassVar[dict[str, Filter]] = {}
+    #: further payload fields to index (the filters' fields are indexed anyway)
     payload_schema: ClassVar[dict[str, str]] = {}
     #: other models whose saves/deletes make objects of ``model`` stale
     watches: ClassVar[Sequence[Watch]] = ()
+    #: the field `manage.py similar VALUE` and evaluation files name objects by
+    lookup_field: ClassVar[str] = "pk"
+    #: True when get_text includes the get_taxonomy names (evaluation by taxonomy then warns)
+    text_includes_taxonomy: ClassVar[bool] = False
+    #: the collection (Edge shard) name; default ``<SIMILARITY INDEX COLLECTION>_<app>_<model>``
+    collection: ClassVar[str] = ""
 
     @property
     def label(self) -> str:
@@ -63,6 +118,13 @@ class IndexSpec:
     def model_class(self) -> type[models.Model]:
         return apps.get_model(self.model)
 
+    def collection_name(self, prefix: str) -> str:
+        return self.collection or f"{prefix}_{self.label.replace('.', '_')}"
+
+    def full_payload_schema(self) -> dict[str, str]:
+        return {**BASE_PAYLOAD_SCHEMA, **{f.field: f.type for f in self.filters.values()}, **self.payload_schema}
+
+    # -- what to encode ---------------------------------------------------------------------
     def get_queryset(self) -> models.QuerySet[Any]:
         return self.model_class._default_manager.all()
 
@@ -75,16 +137,73 @@ class IndexSpec:
     def get_payload(self, obj: Any) -> dict[str, Any]:
         return {}
 
-    def get_group(self, obj: Any) -> int:
+    def get_group(self, obj: Any) -> str:
         """Objects in one group are variants of each other (one shown per group)."""
-        return int(obj.pk)
+        return self.object_key(obj.pk)
 
     def should_index(self, obj: Any) -> bool:
         return True
 
+    # -- what pages show --------------------------------------------------------------------
+    def get_fallback_queryset(self, obj: Any, filters: dict[str, Any]) -> models.QuerySet[Any] | None:
+        """Objects shown instead of similar ones while the index cannot answer (``None``: none).
+        ``filters`` are the caller's filter options, for the spec to honour."""
+        return None
+
+    def get_thumbnail(self, obj: Any) -> Any:
+        """The ``FieldFile`` a card's thumbnail is made from, or ``None``."""
+        return None
+
+    def get_title(self, obj: Any) -> str:
+        return str(obj)
+
+    def format_price(self, obj: Any) -> str:
+        """The price as a card shows it ("" for none); or override ``similarity/widget.html``."""
+        return ""
+
+    def get_taxonomy(self, obj: Any) -> list[str]:
+        """Category names from the root down, for evaluation by category ([] = none)."""
+        return []
+
     # -- identity ---------------------------------------------------------------------------
-    def point_id(self, pk: int | str) -> str:
-        return str(uuid.uuid5(POINT_NAMESPACE, f"{self.label}:{pk}"))
+    def object_key(self, pk: Any) -> str:
+        """The primary key as stored in index state rows and payloads: ``str(pk)``, UUIDs as
+        32 hex digits (how SQLite and MySQL store them, and what PostgreSQL casts back)."""
+        value = self.model_class._meta.pk.to_python(pk)
+        return value.hex if isinstance(value, uuid.UUID) else str(value)
+
+    def to_pk(self, key: Any) -> Any:
+        """The primary key value of a stored key."""
+        return self.model_class._meta.pk.to_python(key)
+
+    def point_id(self, pk: Any) -> str:
+        return str(uuid.uuid5(POINT_NAMESPACE, f"{self.label}:{self.object_key(pk)}"))
+
+    def pks_of(self, rows: models.QuerySet[Any]) -> models.QuerySet[Any]:
+        """A subquery of the primary keys that index state or outbox ``rows`` name, cast from
+        the stored text key to the model's key type, for ``pk__in=`` on any database."""
+        from django.db.models.functions import Cast
+
+        pk = self.model_class._meta.pk
+        kind = pk.get_internal_type()
+        if kind in ("CharField", "TextField", "SlugField"):
+            return rows.values("object_id")
+        output: models.Field[Any, Any]
+        if kind == "UUIDField":
+            output = models.UUIDField()
+        elif kind in ("AutoField", "BigAutoField", "SmallAutoField", "IntegerField", "BigIntegerField",
+                      "SmallIntegerField", "PositiveIntegerField", "PositiveBigIntegerField"):
+            output = models.BigIntegerField()
+        else:
+            output = pk.__class__()
+        return rows.annotate(_pk=Cast("object_id", output_field=output)).values("_pk")
+
+    def lookup(self, value: str) -> Any:
+        """The object whose ``lookup_field`` is ``value`` (``DoesNotExist`` otherwise)."""
+        return self.get_queryset().get(**{self.lookup_field: value})
+
+    def lookup_value(self, obj: Any) -> str:
+        return str(getattr(obj, self.lookup_field))
 
 
 def text_hash(text: str) -> str:

@@ -3,7 +3,7 @@
 A thumbnail is written once next to the media (``thumbs/<size>/<hash>.webp`` in the image's own
 storage) and reused while the source keeps its name and modification time; no database rows are
 involved, so a page of cards costs file-system checks, not queries. Decoding goes through
-:func:`similarity.encoders.images.open_image`, which already turns every odd but valid image
+:func:`similarity.encoders.image_decoding.open_image`, which already turns every odd but valid image
 (CMYK, palette, 16-bit, alpha...) into RGB and refuses oversized or broken files.
 """
 
@@ -18,7 +18,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from .conf import get_settings
-from .encoders.images import open_image
+from .encoders.image_decoding import open_image
 from .exceptions import EncodingError
 
 logger = logging.getLogger(__name__)

@@ -54,8 +54,9 @@ def dispatched(settings: Any) -> list[tuple[str, list[int], list[int]]]:
 class _Recorder:
     calls: list[tuple[str, list[int], list[int]]] = []
 
-    def __call__(self, label: str, index_ids: list[int], remove_ids: list[int]) -> None:
-        self.calls.append((label, list(index_ids), list(remove_ids)))
+    def __call__(self, label: str, index_ids: list[str], remove_ids: list[str]) -> None:
+        # Dispatchers get object keys (text); the example shop's are integers, compared as such.
+        self.calls.append((label, [int(k) for k in index_ids], [int(k) for k in remove_ids]))
 
 
 RECORDER = _Recorder()

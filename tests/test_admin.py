@@ -114,13 +114,13 @@ def test_change_page_shows_a_failed_image_with_its_error(merchandiser: Client) -
     assert 'class="status-failed">Failed' in html and "not an image file" in html
 
 
-def test_reindex_now_indexes_the_product(
-    merchandiser: Client, django_capture_on_commit_callbacks: Any,
-) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_reindex_now_indexes_the_product(merchandiser: Client, dispatched: Any, settings: Any) -> None:
+    # Saved while nothing consumed the queue (the recorder), so still pending.
     product = factories.product("Steel analog watch", description="A watch")
     assert not IndexState.objects.filter(object_id=product.pk, status=Status.INDEXED).exists()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = merchandiser.post(f"/admin/catalog/product/{product.pk}/reindex/")
+    settings.SIMILARITY = {**settings.SIMILARITY, "DISPATCHER": "similarity.tasks.dispatch"}
+    response = merchandiser.post(f"/admin/catalog/product/{product.pk}/reindex/")
     assert response["Location"] == change_url(product)
     assert IndexState.objects.get(object_id=product.pk, modality="text").status == Status.INDEXED
     html = merchandiser.get(change_url(product)).content.decode()
@@ -133,15 +133,14 @@ def test_reindex_is_post_only(merchandiser: Client, shop: dict[str, Any]) -> Non
 
 
 # -- changelist --------------------------------------------------------------------------------
-def test_reindex_selected_action_reports_and_indexes(
-    merchandiser: Client, django_capture_on_commit_callbacks: Any,
-) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_reindex_selected_action_reports_and_indexes(merchandiser: Client, dispatched: Any, settings: Any) -> None:
     products = [factories.product(f"Mug {n}", description="ceramic mug") for n in range(2)]
-    with django_capture_on_commit_callbacks(execute=True):
-        response = merchandiser.post(
-            "/admin/catalog/product/",
-            {"action": "reindex_selected", "_selected_action": [p.pk for p in products]}, follow=True,
-        )
+    settings.SIMILARITY = {**settings.SIMILARITY, "DISPATCHER": "similarity.tasks.dispatch"}
+    response = merchandiser.post(
+        "/admin/catalog/product/",
+        {"action": "reindex_selected", "_selected_action": [p.pk for p in products]}, follow=True,
+    )
     assert "2 products queued for re-indexing." in response.content.decode()
     assert IndexState.objects.filter(
         object_id__in=[p.pk for p in products], modality="text", status=Status.INDEXED

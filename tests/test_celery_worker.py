@@ -42,7 +42,7 @@ def celery_on_redis(settings, tmp_path):
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
-    from config.celery import app
+    from workers.celery import app
 
     var = tmp_path / "var"
     settings.SIMILARITY = {**settings.SIMILARITY, "INDEX": {
@@ -57,7 +57,7 @@ def celery_on_redis(settings, tmp_path):
     }
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - outlives this block (the worker writes it)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "similarity", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "similarity", "-c", "1",
          "--pool", "prefork", "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
     )

@@ -15,9 +15,10 @@ LABEL = "catalog.product"
 
 
 def pending_ids(action: str = "index") -> set[int]:
-    return set(
+    return {
+        int(key) for key in
         PendingChange.objects.filter(processed_at__isnull=True, action=action).values_list("object_id", flat=True)
-    )
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -132,7 +133,7 @@ def test_broker_down_never_breaks_a_save(settings, caplog):
     assert pending_ids() == {p.pk}
     assert "stay pending" in caplog.text
     # Later, the pending change is picked up.
-    settings.SIMILARITY = {**settings.SIMILARITY, "DISPATCHER": "workers.tasks.dispatch"}
+    settings.SIMILARITY = {**settings.SIMILARITY, "DISPATCHER": "similarity.tasks.dispatch"}
     report = services.process_pending()
     assert report.indexed == 1
     assert pending_ids() == set()
@@ -159,7 +160,7 @@ def test_real_unreachable_redis_broker_never_breaks_a_save(tmp_path):
         "from catalog.models import Product; from similarity.models import PendingChange;"
         "p = Product.objects.create(sku='R1', title='Saved with Redis down');"
         "print('saved', Product.objects.filter(pk=p.pk).exists(),"
-        " list(PendingChange.objects.filter(processed_at=None).values_list('object_id', flat=True)) == [p.pk])"
+        " list(PendingChange.objects.filter(processed_at=None).values_list('object_id', flat=True)) == [str(p.pk)])"
     )
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from catalog.models import Category, Product
-from similarity import registry, services
+from similarity import changes, registry, services
 from similarity.models import IndexState, PendingChange, RebuildCheckpoint
 from tests import factories
 
@@ -104,7 +104,7 @@ def test_reindex_all_rebuilds_with_zero_downtime(dispatched):
         seen_during.append(services.find_similar(products[0]).status)
         return real(ids, **kwargs)
 
-    import similarity.services as svc
+    import similarity.rebuild as svc
 
     svc.index_products = spying
     try:
@@ -129,7 +129,7 @@ def test_reindex_all_resumes_after_interruption(dispatched):
             raise KeyboardInterrupt
         return real(ids, **kwargs)
 
-    import similarity.services as svc
+    import similarity.rebuild as svc
 
     svc.index_products = failing
     try:
@@ -138,7 +138,7 @@ def test_reindex_all_resumes_after_interruption(dispatched):
     finally:
         svc.index_products = real
     checkpoint = RebuildCheckpoint.objects.get()
-    assert checkpoint.last_pk == products[1].pk
+    assert checkpoint.last_key == str(products[1].pk)
     out, _ = run("similarity_reindex", "--all", "--batch-size", "2")
     assert "indexed 4" in out, "the resumed run does only what was left"
     assert registry.vector_index().count() == 6
@@ -151,14 +151,14 @@ def test_changes_during_a_rebuild_are_caught_up(dispatched, settings):
     b_pk = b.pk
     run("similarity_reindex", "--all")
     real = services.index_products
-    import similarity.services as svc
+    import similarity.rebuild as svc
 
     def meddling(ids, **kwargs):
         result = real(ids, **kwargs)
-        if not kwargs.get("settle_outbox", True) and not Product.objects.filter(title="Lamp, renamed").exists():
+        if not kwargs.get("settle", True) and not Product.objects.filter(title="Lamp, renamed").exists():
             # A merchant edits and deletes while the rebuild runs (and the live path handles it).
             Product.objects.filter(pk=a.pk).update(title="Lamp, renamed")
-            services.record_changes("catalog.product", [a.pk])
+            changes.write_outbox("catalog.product", [str(a.pk)])
             real([a.pk])
             gone = b.pk
             b.delete()
@@ -172,7 +172,7 @@ def test_changes_during_a_rebuild_are_caught_up(dispatched, settings):
         svc.index_products = real
     index = registry.vector_index()
     assert index.count() == 1
-    spec = services._spec()
+    spec = registry.get_spec()
     assert index.retrieve([spec.point_id(b_pk)]) == {}
     text = index.retrieve([spec.point_id(a.pk)])[spec.point_id(a.pk)].payload["text_hash"]
     assert text == IndexState.objects.get(object_id=a.pk, modality="text").content_hash
@@ -214,9 +214,9 @@ def test_similar_command_prints_neighbours_with_scores():
     lines = out.splitlines()
     assert "Similar to Leather wallet for men (W1)" in lines[0]
     assert "W2" in lines[2] and "score" in lines[1]
-    out, _ = run("similar", "W1", "--in-stock", "--same-category")
+    out, _ = run("similar", "W1", "--filter", "in_stock=true", "--filter", "same_category=true")
     assert "W2" not in out and "H1" not in out
-    with pytest.raises(CommandError, match="no product has the SKU 'NOPE'"):
+    with pytest.raises(CommandError, match="no catalog.product has sku = 'NOPE'"):
         run("similar", "NOPE")
 
 

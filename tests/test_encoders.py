@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from similarity import registry
-from similarity.encoders.image import TimmImageEncoder, load_by_position, offline_checkpoint
-from similarity.encoders.images import open_image
+from similarity.encoders.image_decoding import open_image
+from similarity.encoders.image_model import TimmImageEncoder, load_by_position, offline_checkpoint
 from tests import factories
 
 

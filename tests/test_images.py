@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from similarity.encoders.images import WORKING_SIZE, open_image
+from similarity.encoders.image_decoding import WORKING_SIZE, open_image
 from similarity.exceptions import EncodingError
 
 LIMIT = 90_000_000

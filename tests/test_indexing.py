@@ -55,7 +55,7 @@ def test_only_what_changed_is_reencoded(encodes):
     p.in_stock = False
     p.save()
     assert (len(encodes.text), encodes.images) == (1, 1), "price/stock changes run no encoder"
-    stored = registry.vector_index().retrieve([services._spec().point_id(p.pk)])
+    stored = registry.vector_index().retrieve([registry.get_spec().point_id(p.pk)])
     payload = next(iter(stored.values())).payload
     assert payload["price"] == 123.0 and payload["in_stock"] is False
 
@@ -83,7 +83,7 @@ def test_model_change_reencodes(encodes):
 @pytest.mark.django_db(transaction=True)
 def test_drift_is_repaired_when_a_point_is_missing(encodes):
     p = factories.product("Lamp", image=factories.png_bytes())
-    registry.vector_index().delete([services._spec().point_id(p.pk)])
+    registry.vector_index().delete([registry.get_spec().point_id(p.pk)])
     services.index_products([p.pk])
     assert (len(encodes.text), encodes.images) == (2, 2)
     assert services.find_similar(p).status == "ok"
@@ -114,7 +114,7 @@ def test_product_without_image_is_indexed_by_text():
 @pytest.mark.django_db(transaction=True)
 def test_delete_removes_the_point():
     p = factories.product("Gone soon", image=factories.png_bytes())
-    point_id = services._spec().point_id(p.pk)
+    point_id = registry.get_spec().point_id(p.pk)
     assert registry.vector_index().retrieve([point_id])
     pk = p.pk
     p.delete()
@@ -178,7 +178,7 @@ def test_several_images_are_averaged():
     blue = factories.product("Blue", image=factories.png_bytes((0, 0, 255)))
     both = factories.product("Both", image=factories.png_bytes((255, 0, 0)))
     factories.add_image(both, factories.png_bytes((0, 0, 255)), position=1)
-    spec = services._spec()
+    spec = registry.get_spec()
     vectors = registry.vector_index().retrieve([spec.point_id(p.pk) for p in (red, blue, both)], with_vectors=True)
     import numpy as np
 

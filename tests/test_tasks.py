@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from celery.exceptions import Retry
 
-from config.celery import app
+from similarity import tasks
 from similarity.exceptions import IndexUnavailable
 from similarity.models import IndexState, PendingChange
 from tests import factories
-from workers import tasks
+from workers.celery import app
 
 
 def test_tasks_are_routed_acked_late_and_retried():

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.template import Context, Template
 from PIL import Image
 
-from similarity import registry, services
+from similarity import pages, registry, services
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -124,11 +124,10 @@ def test_cached_result_follows_reindexing_of_a_neighbour(towels: dict[str, Any])
 
 
 def test_cached_result_is_served_while_the_index_state_is_unchanged(towels: dict[str, Any]) -> None:
-    first = services.similar_products(towels["red"], limit=3)
-    key = services._similar_cache_key("catalog.product", towels["red"].pk,
-                                      {"limit": 3, "same_category": None, "in_stock": False})
+    first = services.similar_for_page(towels["red"], limit=3)
+    key = pages.similar_cache_key(registry.get_spec(), towels["red"].pk, {"limit": 3})
     assert cache.get(key) is not None
-    second = services.similar_products(towels["red"], limit=3)
+    second = services.similar_for_page(towels["red"], limit=3)
     assert [h.pk for h in first] == [h.pk for h in second]
     assert [round(h.score, 6) for h in first] == [round(h.score, 6) for h in second]
 
@@ -141,7 +140,7 @@ def test_not_indexed_product_gets_category_fallback_and_a_warning(
         html = render("{% similar_products_widget product limit=8 %}", product=newcomer)
     assert "data-fallback" in html and "More in this category" in html
     assert set(card_pks(html)) == {towels["red"].pk, towels["blue"].pk, towels["green"].pk}
-    assert any("not_indexed" in r.getMessage() and "category" in r.getMessage() for r in caplog.records)
+    assert any("not_indexed" in r.getMessage() and "fallback" in r.getMessage() for r in caplog.records)
 
 
 def test_index_unavailable_gives_category_fallback_and_a_warning(

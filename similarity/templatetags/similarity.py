@@ -1,8 +1,9 @@
-"""``{% load similarity %}``: similar products for any page, as data or as a strip of cards.
+"""``{% load similarity %}``: similar objects for any page, as data or as a strip of cards.
 
-Both tags are adapters over :func:`similarity.services.similar_products`, which caches, never
-encodes and never raises: a product that is not indexed yet, or an index that cannot be
-reached, gives other products of the same category and a logged warning.
+Both tags are adapters over :func:`similarity.services.similar_for_page`, which caches, never
+encodes and never raises: an object that is not indexed yet, or an index that cannot be
+reached, gives the spec's fallback and a logged warning. Filter options are the spec's named
+filters (the example shop: ``same_category``, ``in_stock``, ``brand``).
 """
 
 from __future__ import annotations
@@ -12,59 +13,41 @@ from typing import Any
 from django import template
 
 from .. import services
-from ..results import SimilarHit
+from ..pages import thumbnail_of
+from ..results import SimilarHit, SimilarResult
 from ..thumbnails import thumbnail_url
 
 register = template.Library()
 
 
-def _similar(
-    product: Any, limit: int, same_category: int | bool | None, in_stock: bool, fallback: bool,
-) -> Any:
-    return services.similar_products(
-        product, limit=int(limit), same_category=same_category, in_stock=bool(in_stock),
-        fallback=fallback,
-    )
+def _similar(obj: Any, limit: int, fallback: bool, filters: dict[str, Any]) -> SimilarResult:
+    return services.similar_for_page(obj, limit=int(limit), fallback=fallback, **filters)
 
 
 @register.simple_tag
-def similar_products(
-    product: Any, limit: int = 8, same_category: int | bool | None = None, in_stock: bool = False,
-    fallback: bool = True,
-) -> list[SimilarHit]:
+def similar_products(obj: Any, limit: int = 8, fallback: bool = True, **filters: Any) -> list[SimilarHit]:
     """``{% similar_products product limit=8 same_category=True in_stock=True as items %}``
 
     ``items``: hits with ``object``, ``score`` and ``scores`` (per modality). Fallback hits
-    (same category, index not answering) have ``score`` 0 and empty ``scores``.
+    (index not answering) have ``score`` 0 and empty ``scores``.
     """
-    if product is None or getattr(product, "pk", None) is None:
+    if obj is None or getattr(obj, "pk", None) is None:
         return []
-    return list(_similar(product, limit, same_category, in_stock, fallback))
+    return list(_similar(obj, limit, fallback, filters))
 
 
 @register.inclusion_tag("similarity/widget.html")
 def similar_products_widget(
-    product: Any, limit: int = 8, same_category: int | bool | None = None, in_stock: bool = False,
-    title: str = "Similar products", thumb_size: int = 240,
+    obj: Any, limit: int = 8, title: str = "Similar products", thumb_size: int = 240, **filters: Any,
 ) -> dict[str, Any]:
-    """``{% similar_products_widget product limit=8 %}``: a responsive strip of product cards."""
-    if product is None or getattr(product, "pk", None) is None:
+    """``{% similar_products_widget product limit=8 %}``: a responsive strip of cards (title,
+    thumbnail and price from the spec; override ``similarity/widget.html`` to change them)."""
+    if obj is None or getattr(obj, "pk", None) is None:
         return {"cards": [], "title": title, "fallback": False}
-    result = _similar(product, limit, same_category, in_stock, True)
-    cards = [
-        {
-            "url": hit.object.get_absolute_url(),
-            "title": str(getattr(hit.object, "title", hit.object)),
-            "price": getattr(hit.object, "price", None),
-            "thumbnail": product_thumbnail(hit.object, thumb_size),
-            "score": hit.score,
-            "pk": hit.pk,
-        }
-        for hit in result
-    ]
+    result = _similar(obj, limit, True, filters)
     return {
-        "cards": cards, "title": title, "fallback": not result.ok, "thumb_size": thumb_size,
-        "product": product,
+        "cards": services.widget_cards(result, thumb_size), "title": title, "fallback": not result.ok,
+        "thumb_size": thumb_size, "product": obj,
     }
 
 
@@ -75,10 +58,6 @@ def thumbnail(field_file: Any, size: int = 240) -> str:
 
 
 @register.simple_tag
-def product_thumbnail(product: Any, size: int = 240) -> str:
-    """URL of a thumbnail of the product's first image, from its (prefetched) ``images``."""
-    images = getattr(product, "images", None)
-    if images is None:
-        return ""
-    first = next(iter(images.all()), None)
-    return thumbnail_url(first.image, int(size)) if first is not None else ""
+def product_thumbnail(obj: Any, size: int = 240) -> str:
+    """URL of a thumbnail of the spec's thumbnail source for ``obj`` ("" when there is none)."""
+    return thumbnail_of(obj, size)

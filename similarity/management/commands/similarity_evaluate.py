@@ -118,9 +118,9 @@ class Command(BaseCommand):
         self, catalog: evaluation.EvalCatalog, relevance: evaluation.Relevance, queries: Any
     ) -> None:
         share = evaluation.label_leak(catalog, relevance, queries)
-        if getattr(catalog.spec, "include_category_in_text", False):
+        if catalog.spec.text_includes_taxonomy:
             self.stderr.write(self.style.WARNING(
-                "Warning: the spec puts the category path into the encoded text, so the text, fused "
+                "Warning: the spec puts the taxonomy (category path) into the encoded text, so the text, fused "
                 "and lexical rankings see the answer they are judged by; evaluate with a spec "
                 "without it (or with --labels) for an honest number."
             ))

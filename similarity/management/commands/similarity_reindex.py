@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from similarity import registry, services
-from similarity.exceptions import IndexUnavailable
+from similarity.exceptions import IndexUnavailable, SimilarityError
 from similarity.models import PendingChange
 
 
@@ -29,12 +29,19 @@ class Command(BaseCommand):
                             help="queue Celery tasks instead of encoding in this process")
         parser.add_argument("--restart", action="store_true",
                             help="with --all: ignore an interrupted rebuild and start afresh")
-        parser.add_argument("--model", default=None, help="the spec's model label (default: the first)")
+        parser.add_argument("--model", default=None, help="one spec's model label (default: every spec)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            specs = [registry.get_spec(options["model"])] if options["model"] else list(registry.specs().values())
+        except SimilarityError as exc:
+            raise CommandError(str(exc)) from exc
+        for spec in specs:
+            self._run(spec, options)
+
+    def _run(self, spec: Any, options: dict[str, Any]) -> None:
         mode = options["mode"] or "pending"
         batch_size = options["batch_size"] or services.get_settings().batch_size
-        spec = registry.spec_for(options["model"]) if options["model"] else next(iter(registry.specs().values()))
         verbosity = options["verbosity"]
         bar = tqdm(total=self._total(mode, spec), unit="obj", disable=verbosity < 1 or not sys.stderr.isatty())
         started = time.perf_counter()
@@ -43,21 +50,21 @@ class Command(BaseCommand):
                 if options["enqueue"]:
                     raise CommandError("--all rebuilds in this process; use --pending --enqueue to queue work")
                 report = services.rebuild_index(
-                    model=spec.label, batch_size=batch_size, progress=bar.update, resume=not options["restart"]
+                    model=spec, batch_size=batch_size, progress=bar.update, resume=not options["restart"]
                 )
             elif mode == "pending":
                 report = services.process_pending(
-                    model=spec.label, batch_size=batch_size, enqueue=options["enqueue"], progress=bar.update
+                    model=spec, batch_size=batch_size, enqueue=options["enqueue"], progress=bar.update
                 )
             else:
                 report = services.IndexReport()
-                ids = list(services.failed_ids(spec.label))
-                for start in range(0, len(ids), batch_size):
-                    chunk = ids[start : start + batch_size]
+                keys = services.failed_keys(spec)
+                for start in range(0, len(keys), batch_size):
+                    chunk = keys[start : start + batch_size]
                     if options["enqueue"]:
-                        services.dispatch_changes(spec.label, chunk)
+                        services.dispatch_committed(spec.label, chunk)
                     else:
-                        report.merge(services.index_products(chunk, model=spec.label))
+                        report.merge(services.index_products(chunk, model=spec))
                     bar.update(len(chunk))
         except IndexUnavailable as exc:
             raise CommandError(f"the vector index is unavailable: {exc}") from exc
@@ -66,7 +73,7 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - started
         rate = report.indexed / elapsed if elapsed else 0.0
         self.stdout.write(
-            f"{mode}: indexed {report.indexed}, removed {report.removed}, encoded text "
+            f"{spec.label} {mode}: indexed {report.indexed}, removed {report.removed}, encoded text "
             f"{report.encoded['text']} / image {report.encoded['image']}, failed text "
             f"{report.failed['text']} / image {report.failed['image']} in {elapsed:.1f}s "
             f"({rate:.1f} products/s, batch size {batch_size})."

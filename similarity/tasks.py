@@ -1,7 +1,9 @@
-"""Celery tasks. Each is a thin adapter over ``similarity.services``.
+"""The app's Celery tasks and its default dispatcher (``SIMILARITY["DISPATCHER"]``).
 
-Models load lazily inside the task on first use, so nothing heavy happens before the prefork
-pool forks; a child also drops whatever it inherited (``worker_process_init``).
+Each task is a thin adapter over :mod:`similarity.services`. Models load lazily inside the task
+on first use, so nothing heavy happens before the prefork pool forks; a child also drops what it
+inherited (``worker_process_init``). Tasks carry object keys only, never model instances.
+The project routes ``similarity.*`` to a queue of its own (see docs/your-shop.md).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 from celery import shared_task
 from celery.signals import task_postrun, worker_process_init
 
-from similarity import registry, services
-from similarity.conf import get_settings
-from similarity.exceptions import IndexUnavailable
+from . import registry, services
+from .conf import get_settings
+from .exceptions import IndexUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ RETRY = {
 
 
 @shared_task(name="similarity.index_products", **RETRY)
-def index_products(ids: list[int], model: str | None = None) -> dict[str, Any]:
+def index_products(ids: list[Any], model: str | None = None) -> dict[str, Any]:
     """Index ``ids`` in batches of ``SIMILARITY['BATCH_SIZE']``."""
     size = max(get_settings().batch_size, 1)
     report = services.IndexReport()
@@ -40,17 +42,18 @@ def index_products(ids: list[int], model: str | None = None) -> dict[str, Any]:
 
 
 @shared_task(name="similarity.remove_products", **RETRY)
-def remove_products(ids: list[int], model: str | None = None) -> int:
+def remove_products(ids: list[Any], model: str | None = None) -> int:
     return services.remove_products(ids, model=model)
 
 
-def dispatch(label: str, index_ids: list[int], remove_ids: list[int]) -> None:
-    """The ``SIMILARITY['DISPATCHER']``: one task per kind of change, ids only."""
+def dispatch(label: str, index_ids: list[Any], remove_ids: list[Any]) -> None:
+    """The default ``SIMILARITY['DISPATCHER']``: one task per kind of change, keys only, on
+    ``SIMILARITY['QUEUE']``."""
     queue = get_settings().queue
     if remove_ids:
-        remove_products.apply_async((list(remove_ids), label), queue=queue)
+        remove_products.apply_async(([str(k) for k in remove_ids], label), queue=queue)
     if index_ids:
-        index_products.apply_async((list(index_ids), label), queue=queue)
+        index_products.apply_async(([str(k) for k in index_ids], label), queue=queue)
 
 
 @worker_process_init.connect
@@ -63,5 +66,7 @@ def _let_go_of_edge(sender: Any = None, **_: Any) -> None:
     """Qdrant Edge allows one process per shard: a separate worker lets go after each task."""
     from django.conf import settings
 
-    if not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False) and "Edge" in get_settings().index.backend:
-        registry.vector_index().close()
+    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False) or "Edge" not in get_settings().index.backend:
+        return
+    for index in registry.open_indexes():
+        index.close()

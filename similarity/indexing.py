@@ -1,0 +1,269 @@
+"""Indexing: encode a batch of objects and write their points and index state.
+
+:func:`index_products` is the one routine every write path ends in (tasks, commands, rebuilds):
+it re-encodes a modality only when its content or model changed, always refreshes the payload
+and removes what no longer exists. Images are decoded in a thread pool next to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import weakref
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from . import registry
+from .changes import settle_outbox
+from .conf import get_settings
+from .exceptions import EncodingError
+from .index.base import PointData, VectorIndex
+from .models import IndexState, Status
+from .results import IndexReport
+from .specs import IndexSpec, text_hash
+
+logger = logging.getLogger(__name__)
+
+#: index objects already checked in this process (ensure costs round trips to a server)
+_ENSURED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def ensure_index(spec: IndexSpec | None = None, index: VectorIndex | None = None) -> VectorIndex:
+    """Create the spec's collection and payload indexes if missing; once per index object."""
+    spec = registry.get_spec(spec)
+    index = index or registry.vector_index(spec)
+    if index not in _ENSURED:
+        index.ensure(registry.vector_dims(), spec.full_payload_schema())
+        _ENSURED.add(index)
+    return index
+
+
+@dataclass
+class _Item:
+    """One object being indexed in a batch."""
+
+    obj: Any
+    key: str
+    point_id: str
+    text: str
+    text_hash: str
+    image_blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    image_hash: str = ""
+    image_errors: list[str] = field(default_factory=list)
+    encode_text: bool = False
+    encode_image: bool = False
+    vectors: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+    blobs, errors = [], []
+    for source in spec.get_images(obj)[:limit]:
+        try:
+            with source.open() as fh:
+                blobs.append((source.name, fh.read()))
+        except (OSError, ValueError) as exc:
+            errors.append(f"{source.name}: cannot read file ({exc.__class__.__name__}: {exc})")
+    return blobs, errors
+
+
+def _blob_hash(blobs: list[tuple[str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for _name, data in blobs:
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()[:32]
+
+
+def _decode_all(items: list[_Item], max_pixels: int) -> list[tuple[int, Any]]:
+    """Decode and preprocess every image of the items needing it, in a thread pool.
+
+    Returns (item position, preprocessed tensor) pairs; errors are recorded on the items.
+    """
+    from .encoders.image_decoding import open_image  # Pillow only; kept out of the import path of pages
+
+    encoder = registry.image_encoder()
+    jobs = [(pos, name, data) for pos, item in enumerate(items) if item.encode_image
+            for name, data in item.image_blobs]
+
+    def work(job: tuple[int, str, bytes]) -> tuple[int, Any, str]:
+        pos, name, data = job
+        try:
+            image = open_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
+            return pos, encoder.preprocess(image), ""
+        except EncodingError as exc:
+            return pos, None, str(exc)
+
+    workers = max(1, min(4, len(jobs)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(work, jobs))
+    decoded = []
+    for pos, tensor, error in results:
+        if error:
+            items[pos].image_errors.append(error)
+        else:
+            decoded.append((pos, tensor))
+    return decoded
+
+
+def index_products(
+    ids: Iterable[Any], *, model: Any = None, force: bool = False, index: VectorIndex | None = None,
+    settle: bool = True,
+) -> IndexReport:
+    """Bring the index in line with the database for ``ids``: the one indexing routine.
+
+    Re-encodes a modality only when its content hash or model version changed (or ``force``),
+    keeps the stored vector otherwise, refreshes the payload always, removes objects that no
+    longer exist. Raises :class:`IndexUnavailable` (retryable) when the store is down; then
+    nothing is marked done and the outbox rows stay. ``settle=False`` (a rebuild
+    filling a new generation) leaves the outbox to the live path.
+    """
+    spec = registry.get_spec(model)
+    label = spec.label
+    keys = sorted({spec.object_key(i) for i in ids})
+    report = IndexReport()
+    if not keys:
+        return report
+    started = timezone.now()
+    conf = get_settings()
+    index = index or registry.vector_index(spec)
+    text_encoder, image_encoder = registry.text_encoder(), registry.image_encoder()
+    versions = {"text": text_encoder.version, "image": image_encoder.version}
+
+    found = spec.get_queryset().filter(pk__in=[spec.to_pk(key) for key in keys])
+    objects = {spec.object_key(obj.pk): obj for obj in found}
+    gone = [key for key in keys if key not in objects or not spec.should_index(objects[key])]
+    for key in gone:
+        objects.pop(key, None)
+
+    states = {
+        (s.object_id, s.modality): s
+        for s in IndexState.objects.filter(model_label=label, object_id__in=list(objects))
+    }
+    items: list[_Item] = []
+    for key, obj in objects.items():
+        text = spec.get_text(obj)
+        blobs, read_errors = _read_images(spec, obj, conf.max_images)
+        items.append(
+            _Item(obj=obj, key=key, point_id=spec.point_id(key), text=text, text_hash=text_hash(text),
+                  image_blobs=blobs, image_hash=_blob_hash(blobs) if blobs else "",
+                  image_errors=read_errors)
+        )
+
+    ensure_index(spec, index)
+    stored = {} if force else index.retrieve([i.point_id for i in items], with_vectors=True)
+
+    def needs(item: _Item, modality: str, content: str) -> bool:
+        state = states.get((item.key, modality))
+        have = stored.get(item.point_id)
+        # "pending" only says a change was recorded: unchanged content keeps its vector.
+        return (
+            force or state is None or state.status == Status.FAILED or state.content_hash != content
+            or state.model_version != versions[modality] or have is None or modality not in have.vectors
+        )
+
+    for item in items:
+        item.encode_text = bool(item.text) and needs(item, "text", item.text_hash)
+        item.encode_image = bool(item.image_blobs) and needs(item, "image", item.image_hash)
+        have = stored.get(item.point_id)
+        if have is not None:
+            if item.text and not item.encode_text:
+                item.vectors["text"] = have.vectors["text"]
+            if item.image_blobs and not item.encode_image and not item.image_errors:
+                item.vectors["image"] = have.vectors["image"]
+
+    # -- encode, in batches ------------------------------------------------------------------
+    text_items = [item for item in items if item.encode_text]
+    if text_items:
+        vectors = text_encoder.encode([item.text for item in text_items])
+        for item, vector in zip(text_items, vectors, strict=True):
+            item.vectors["text"] = vector.tolist()
+        report.encoded["text"] += len(text_items)
+
+    if any(item.encode_image for item in items):
+        decoded = _decode_all(items, conf.max_image_pixels)
+        if decoded:
+            matrix = image_encoder.encode_tensors([tensor for _pos, tensor in decoded])
+            per_item: dict[int, list[np.ndarray]] = {}
+            for (pos, _tensor), vector in zip(decoded, matrix, strict=True):
+                per_item.setdefault(pos, []).append(vector)
+            for pos, vectors in per_item.items():
+                # Several images: the mean of their normalised vectors, normalised again.
+                mean = np.mean(vectors, axis=0)
+                items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
+                report.encoded["image"] += 1
+
+    # -- write the points, then the state ----------------------------------------------------
+    points = []
+    for item in items:
+        if not item.vectors:
+            continue  # nothing to search with (no text, no usable image)
+        payload = {
+            **spec.get_payload(item.obj), "pk": item.key, "model": label,
+            "group": spec.get_group(item.obj), "text_hash": item.text_hash,
+            "image_hash": item.image_hash,
+            "model_versions": {m: versions[m] for m in item.vectors},
+        }
+        points.append(PointData(item.point_id, item.vectors, payload))
+    stale = [i.point_id for i in items if not i.vectors] + [spec.point_id(key) for key in gone]
+    index.upsert(points)
+    index.delete(stale)
+
+    now = timezone.now()
+    new_states = []
+    for item in items:
+        for modality, content, has_content in (
+            ("text", item.text_hash, bool(item.text)),
+            ("image", item.image_hash, bool(item.image_blobs) or bool(item.image_errors)),
+        ):
+            ok = modality in item.vectors
+            errors = item.image_errors if modality == "image" else []
+            if not has_content:
+                status, error = Status.NO_CONTENT, ""
+            elif ok:
+                status, error = Status.INDEXED, "\n".join(errors)
+            else:
+                status, error = Status.FAILED, "\n".join(errors) or "could not encode"
+                report.failed[modality] += 1
+                report.errors.append(f"{label}:{item.key} {modality}: {error}")
+            new_states.append(
+                IndexState(
+                    model_label=label, object_id=item.key, modality=modality, status=status,
+                    content_hash=content, model_version=versions[modality] if ok else "",
+                    error=error, updated_at=now, indexed_at=now if ok else None,
+                )
+            )
+    with transaction.atomic():
+        IndexState.objects.bulk_create(
+            new_states, update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
+            update_fields=["status", "content_hash", "model_version", "error", "updated_at", "indexed_at"],
+        )
+        if gone:
+            IndexState.objects.filter(model_label=label, object_id__in=gone).delete()
+        if settle:
+            settle_outbox(label, keys, started)
+    report.indexed += len(points)
+    report.removed += len(gone)
+    for error in report.errors:
+        logger.warning("indexing problem: %s", error)
+    return report
+
+
+def remove_products(ids: Iterable[Any], *, model: Any = None, index: VectorIndex | None = None) -> int:
+    """Delete the points of ``ids`` (objects deleted from the database)."""
+    spec = registry.get_spec(model)
+    keys = sorted({spec.object_key(i) for i in ids})
+    if not keys:
+        return 0
+    started = timezone.now()
+    index = index or registry.vector_index(spec)
+    index.delete([spec.point_id(key) for key in keys])
+    with transaction.atomic():
+        IndexState.objects.filter(model_label=spec.label, object_id__in=keys).delete()
+        settle_outbox(spec.label, keys, started)
+    return len(keys)

@@ -1,0 +1,30 @@
+"""Specs for the test app's models: what a shop with its own models writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from similarity.specs import Filter, IndexSpec, PayloadType
+
+
+class BlogPostSpec(IndexSpec):
+    model = "testapp.BlogPost"
+    filters = {"published": Filter("published", PayloadType.BOOL)}
+
+    def get_text(self, obj: Any) -> str:
+        return f"{obj.headline}. {obj.body}"
+
+    def get_payload(self, obj: Any) -> dict[str, Any]:
+        return {"published": obj.published}
+
+
+class RecipeSpec(IndexSpec):
+    model = "testapp.Recipe"
+    lookup_field = "code"
+    filters = {"cuisine": Filter("cuisine", PayloadType.KEYWORD)}
+
+    def get_text(self, obj: Any) -> str:
+        return f"{obj.name} ({obj.cuisine})"
+
+    def get_payload(self, obj: Any) -> dict[str, Any]:
+        return {"cuisine": obj.cuisine}
