@@ -46,6 +46,7 @@ class ProductSpec(IndexSpec):
     }
     payload_schema = {"price": PayloadType.FLOAT, "sku": PayloadType.KEYWORD}
     lookup_field = "sku"
+    fallback_title = "More in this category"
     currency = "₹"
     watches = (
         Watch("catalog.ProductImage", _product_of_image),

@@ -150,6 +150,9 @@ class IndexSpec:
         ``filters`` are the caller's filter options, for the spec to honour."""
         return None
 
+    #: the widget's heading while it shows the fallback
+    fallback_title: ClassVar[str] = "You may also like"
+
     def get_thumbnail(self, obj: Any) -> Any:
         """The ``FieldFile`` a card's thumbnail is made from, or ``None``."""
         return None

@@ -40,6 +40,8 @@ def test_settings_round_trip():
         ({"WEIGHTS": {"image": -1, "text": 1}}, "similarity.E005"),
         ({"DEVICE": "tpu"}, "similarity.E006"),
         ({"BATCH_SIZE": 0}, "similarity.E007"),
+        ({"SPECS": []}, "similarity.E008"),
+        ({"SPECS": ["catalog.specs.ProductSpec"], "DISPATCHER": "shop.tasks.nothing"}, "similarity.E009"),
     ],
 )
 def test_misconfiguration_is_a_system_check_error(value, error_id):
@@ -50,3 +52,19 @@ def test_misconfiguration_is_a_system_check_error(value, error_id):
 
 def test_default_configuration_passes_the_checks():
     assert [m for m in run_checks() if m.id and m.id.startswith("similarity.")] == []
+
+
+def test_error_messages_name_the_setting():
+    with override_settings(SIMILARITY={"SPECS": [], "DISPATCHER": "shop.tasks.nothing"}):
+        messages = {m.id: m for m in run_checks() if m.id and m.id.startswith("similarity.")}
+    assert messages["similarity.E008"].level == messages["similarity.E009"].level == 40  # ERROR
+    assert "SIMILARITY['SPECS'] is empty" in messages["similarity.E008"].msg
+    assert "SIMILARITY['DISPATCHER'] 'shop.tasks.nothing' cannot be imported" in messages["similarity.E009"].msg
+
+
+def test_the_app_defaults_name_nothing_of_the_example_project():
+    from similarity.conf import SimilaritySettings
+
+    defaults = SimilaritySettings()
+    assert defaults.specs == ()
+    assert defaults.dispatcher == "similarity.tasks.dispatch"

@@ -12,7 +12,7 @@ from typing import Any
 
 from django import template
 
-from .. import services
+from .. import registry, services
 from ..pages import thumbnail_of
 from ..results import SimilarHit, SimilarResult
 from ..thumbnails import thumbnail_url
@@ -48,6 +48,7 @@ def similar_products_widget(
     return {
         "cards": services.widget_cards(result, thumb_size), "title": title, "fallback": not result.ok,
         "thumb_size": thumb_size, "product": obj,
+        "fallback_title": registry.get_spec(type(obj)).fallback_title,
     }
 
 
