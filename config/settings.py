@@ -98,7 +98,18 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+# Losing nothing: a task whose worker dies mid-batch goes back to the queue (acks_late +
+# reject_on_worker_lost), and a worker killed outright gets its message redelivered after the
+# visibility timeout (15 min: well above the longest batch and the longest retry countdown,
+# far below kombu's default hour).
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Never hanging a save: connecting to and talking with the broker time out within seconds, and a
+# publish is not retried; a failed dispatch leaves the change in the outbox.
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+    "socket_connect_timeout": 3, "socket_timeout": 3, "visibility_timeout": 900,
+}
 CELERY_TASK_PUBLISH_RETRY = False
 
 # --- Similarity ----------------------------------------------------------------------------

@@ -51,4 +51,47 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     except ImportError as exc:
         errors.append(Error(f"SIMILARITY['DISPATCHER'] {conf.dispatcher!r} cannot be imported "
                             f"({exc}); no change would ever reach the index.", id="similarity.E009"))
+    if conf.index.backend.endswith("QdrantEdgeIndex"):
+        errors += _embedded_index_errors(conf.dispatcher)
+    return errors
+
+
+def _gunicorn_workers() -> int:
+    """Workers a gunicorn started with this environment would run (WEB_CONCURRENCY or -w/--workers
+    in GUNICORN_CMD_ARGS); 1 when neither says."""
+    import os
+    import shlex
+
+    args = shlex.split(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--workers=") else (
+            args[i + 1] if arg in ("-w", "--workers") and i + 1 < len(args) else None)
+        if value is not None and value.isdigit():
+            return int(value)
+    concurrency = os.environ.get("WEB_CONCURRENCY", "")
+    return int(concurrency) if concurrency.isdigit() else 1
+
+
+def _embedded_index_errors(dispatcher: str) -> list[Any]:
+    """Qdrant Edge serves one process: configurations that would need two cannot work."""
+    errors = []
+    if dispatcher == "similarity.tasks.dispatch":
+        from celery import current_app
+
+        celery_conf = current_app.conf
+        if not celery_conf.task_always_eager:
+            errors.append(Error(
+                "the embedded index (Qdrant Edge) serves one process, but Celery sends the "
+                f"similarity tasks to a broker ({celery_conf.broker_url or 'the default'}) for a separate "
+                "worker. Set CELERY_TASK_ALWAYS_EAGER = True (tasks run in the web process) or use the "
+                "Qdrant server (SIMILARITY['INDEX']['BACKEND'] = 'similarity.index.qdrant.QdrantServerIndex').",
+                id="similarity.E010",
+            ))
+    workers = _gunicorn_workers()
+    if workers > 1:
+        errors.append(Error(
+            f"the embedded index (Qdrant Edge) serves one process, but gunicorn is set to {workers} "
+            "workers (WEB_CONCURRENCY / GUNICORN_CMD_ARGS). Run one worker with threads, or use the "
+            "Qdrant server.", id="similarity.E011",
+        ))
     return errors

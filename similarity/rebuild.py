@@ -49,12 +49,16 @@ def rebuild_index(
         checkpoint = RebuildCheckpoint.objects.create(model_label=spec.label, generation=target.generation)
     report = IndexReport()
     start_after = spec.to_pk(checkpoint.last_key) if checkpoint.last_key else None
-    for batch in iter_batches(spec.get_queryset(), batch_size, start_after=start_after):
-        report.merge(index_products(batch, model=spec, force=True, index=target, settle=False))
-        RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=spec.object_key(batch[-1]))
-        if progress:
-            progress(len(batch))
-    _catch_up(spec, target, since=checkpoint.started_at, report=report)
+    try:
+        for batch in iter_batches(spec.get_queryset(), batch_size, start_after=start_after):
+            report.merge(index_products(batch, model=spec, force=True, index=target, settle=False))
+            RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=spec.object_key(batch[-1]))
+            if progress:
+                progress(len(batch))
+        _catch_up(spec, target, since=checkpoint.started_at, report=report)
+    except BaseException:
+        target.close()  # let go of the new generation, so a resumed run (or another process) can open it
+        raise
     live.finish_rebuild(target)
     checkpoint.delete()
     return report

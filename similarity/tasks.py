@@ -51,9 +51,9 @@ def dispatch(label: str, index_ids: list[Any], remove_ids: list[Any]) -> None:
     ``SIMILARITY['QUEUE']``."""
     queue = get_settings().queue
     if remove_ids:
-        remove_products.apply_async(([str(k) for k in remove_ids], label), queue=queue)
+        remove_products.apply_async(([str(k) for k in remove_ids], label), queue=queue, retry=False)
     if index_ids:
-        index_products.apply_async(([str(k) for k in index_ids], label), queue=queue)
+        index_products.apply_async(([str(k) for k in index_ids], label), queue=queue, retry=False)
 
 
 @worker_process_init.connect

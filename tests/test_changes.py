@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core import serializers
 from django.db import transaction
@@ -146,28 +148,71 @@ def broken_broker(label, index_ids, remove_ids):
     raise OperationalError("[Errno 111] Connection refused")
 
 
-def test_real_unreachable_redis_broker_never_breaks_a_save(tmp_path):
-    """A process configured with a Redis broker that is down: the save commits and the change
-    stays pending (run in a subprocess so the real Celery app is configured from the env)."""
+class HungBroker:
+    """A local port that accepts connections and never answers (a broker that hangs)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.held: list[Any] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.server.close()
+
+
+@pytest.mark.parametrize("broker", ["closed", "hung"])
+def test_real_broker_down_or_hung_never_breaks_or_hangs_a_save(tmp_path, broker):
+    """A process configured with a Redis broker that is down (closed port) or hung (accepts, never
+    answers): the save commits within seconds and the change stays pending (a subprocess, so the
+    real Celery app is configured from the environment)."""
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",
-           "DJANGO_SETTINGS_MODULE": "config.settings"}
+    hung = HungBroker() if broker == "hung" else None
+    port = hung.port if hung else 9
+    env = {**os.environ, "VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+           "QDRANT_URL": "http://127.0.0.1:9", "DJANGO_SETTINGS_MODULE": "config.settings"}
     env.pop("DATABASE_URL", None)
     script = (
-        "from catalog.models import Product; from similarity.models import PendingChange;"
-        "p = Product.objects.create(sku='R1', title='Saved with Redis down');"
+        "import time; from catalog.models import Product; from similarity.models import PendingChange;"
+        "started = time.monotonic();"
+        "p = Product.objects.create(sku='R1', title='Saved with the broker down');"
+        "print('save took %.2f s' % (time.monotonic() - started));"
         "print('saved', Product.objects.filter(pk=p.pk).exists(),"
         " list(PendingChange.objects.filter(processed_at=None).values_list('object_id', flat=True)) == [str(p.pk)])"
     )
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
-    done = subprocess.run([*manage, "shell", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+        done = subprocess.run([*manage, "shell", "-v", "0", "-c", script], env=env, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        if hung:
+            hung.close()
     assert done.returncode == 0, done.stderr
     assert "saved True True" in done.stdout
     assert "stay pending" in done.stderr
+    took = float(done.stdout.split("save took ")[1].split()[0])
+    print(f"broker {broker}: the save took {took:.2f} s")
+    assert took < 15, f"a {broker} broker held the save for {took:.1f} s"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -46,8 +46,8 @@ def test_import_catalog_reports_bad_rows_and_imports_the_rest(tmp_path, dispatch
         {"sku": "F", "title": "Mat", "category": "Home > Bath > Mats", "price": ""},
     ])
     out, err = run("import_catalog", str(path), "--batch-size", "100")
-    assert "Imported 2 products (2 created" in out
-    assert "4 rows skipped" in out
+    assert "Imported 3 products (3 created" in out
+    assert "3 rows skipped" in out
     assert "row 3: missing sku" in err
     assert "row 4: missing title" in err
     assert "row 5: bad price 'ten'" in err

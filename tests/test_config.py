@@ -68,3 +68,34 @@ def test_the_app_defaults_name_nothing_of_the_example_project():
     defaults = SimilaritySettings()
     assert defaults.specs == ()
     assert defaults.dispatcher == "similarity.tasks.dispatch"
+
+
+def test_embedded_index_with_a_separate_celery_worker_is_an_error(settings):
+    from workers.celery import app
+
+    app.conf.task_always_eager = False
+    try:
+        ids = {m.id for m in run_checks()}
+    finally:
+        app.conf.task_always_eager = True
+    assert "similarity.E010" in ids
+    settings.SIMILARITY = {**settings.SIMILARITY, "INDEX": {"BACKEND": "similarity.index.qdrant.QdrantServerIndex",
+                                                            "URL": "http://qdrant:6333"}}
+    app.conf.task_always_eager = False
+    try:
+        assert "similarity.E010" not in {m.id for m in run_checks()}, "a Qdrant server serves many processes"
+    finally:
+        app.conf.task_always_eager = True
+
+
+@pytest.mark.parametrize("env", [{"WEB_CONCURRENCY": "3"}, {"GUNICORN_CMD_ARGS": "--bind :8000 --workers 4"},
+                                 {"GUNICORN_CMD_ARGS": "-w 2"}])
+def test_embedded_index_with_several_gunicorn_workers_is_an_error(monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert "similarity.E011" in {m.id for m in run_checks()}
+
+
+def test_one_gunicorn_worker_is_fine(monkeypatch):
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--workers 1 --threads 8")
+    assert "similarity.E011" not in {m.id for m in run_checks()}

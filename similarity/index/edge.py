@@ -5,8 +5,10 @@ file ``<collection>.current`` naming the live one. A rebuild fills a new directo
 replaces the pointer with ``os.replace`` (atomic), so readers never see an empty index; a reader
 notices the new pointer on its next call and reopens.
 
-Only one process at a time may open a shard (its WAL is locked). Opening waits up to
-``lock_timeout`` seconds for another process to let go, then raises ``IndexUnavailable``.
+Only one process at a time may open a shard. Before ``EdgeShard.load`` is ever called, the
+process takes its own advisory lock on the shard (:class:`~.shard_lock.ShardLock`), waiting up to
+``lock_timeout`` seconds for another process to let go, then raises ``IndexUnavailable`` with the
+holder's pid; a refused process never touches the shard, so the holder keeps writing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from ..exceptions import IndexUnavailable
 from .base import Hit, PointData, SearchFilter
+from .shard_lock import ShardLock
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class QdrantEdgeIndex:
         self.lock_timeout = lock_timeout
         self._shard: Any = None
         self._dir: str | None = None
+        self._shard_lock: ShardLock | None = None
         self._pinned: str | None = None  # a generation being rebuilt: not the live pointer
         self._lock = threading.RLock()
         self._bool_fields: set[str] = set()
@@ -80,19 +84,18 @@ class QdrantEdgeIndex:
     def _open(self, name: str) -> Any:
         from qdrant_edge import EdgeShard
 
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.05
-        while True:
-            try:
-                return EdgeShard.load(str(self.root / name))
-            except Exception as exc:  # the binding raises plain Exception
-                if "WouldBlock" not in str(exc) or time.monotonic() >= deadline:
-                    raise IndexUnavailable(
-                        f"cannot open Qdrant Edge shard {self.root / name}: {exc}. Qdrant Edge "
-                        "allows one process at a time; stop the other process or set QDRANT_URL."
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+        lock = ShardLock(self.root / name)
+        lock.acquire(self.lock_timeout)  # never load a shard without holding its lock
+        try:
+            shard = EdgeShard.load(str(self.root / name))
+        except Exception as exc:  # the binding raises plain Exception
+            lock.release()
+            raise IndexUnavailable(
+                f"cannot open Qdrant Edge shard {self.root / name}: {exc}. Qdrant Edge allows one "
+                "process at a time; stop the other process or set QDRANT_URL."
+            ) from exc
+        self._shard_lock = lock
+        return shard
 
     def _get(self) -> Any:
         with self._lock:
@@ -115,6 +118,9 @@ class QdrantEdgeIndex:
             finally:
                 self._shard = None
                 self._dir = None
+                if self._shard_lock is not None:
+                    self._shard_lock.release()
+                    self._shard_lock = None
 
     def close(self) -> None:
         with self._lock:
@@ -139,10 +145,15 @@ class QdrantEdgeIndex:
                 vec: EdgeVectorParams(size=size, distance=Distance.Cosine) for vec, size in dims.items()
             }
         )
-        shard = EdgeShard.create(str(self.root / name), config)
-        self._ensure_field_indexes(shard, payload_schema)
-        shard.flush()
-        shard.close()
+        lock = ShardLock(self.root / name)
+        lock.acquire(self.lock_timeout)
+        try:
+            shard = EdgeShard.create(str(self.root / name), config)
+            self._ensure_field_indexes(shard, payload_schema)
+            shard.flush()
+            shard.close()
+        finally:
+            lock.release()
 
     @staticmethod
     def _ensure_field_indexes(shard: Any, payload_schema: dict[str, str]) -> None:
@@ -239,7 +250,19 @@ class QdrantEdgeIndex:
 
     def abandon_rebuild(self, generation: str) -> None:
         if generation and generation != self._live_dir():
-            shutil.rmtree(self.root / generation, ignore_errors=True)
+            self._drop(self.root / generation)
+
+    @staticmethod
+    def _drop(shard_dir: Path) -> None:
+        lock = ShardLock(shard_dir)
+        if not lock.try_acquire():
+            logger.info("keeping %s: another process has it open", shard_dir)
+            return
+        try:
+            shutil.rmtree(shard_dir, ignore_errors=True)
+            lock.unlink()
+        finally:
+            lock.release()
 
     def finish_rebuild(self, new: QdrantEdgeIndex) -> None:
         name = new._pinned
@@ -249,11 +272,12 @@ class QdrantEdgeIndex:
             previous = self._live_dir()
             self._write_pointer(name)
             self._release()
-        # Keep the generation just replaced (a reader may still have it open); drop older ones.
+        # Keep the generation just replaced (a reader may still have it open); drop older ones
+        # that no process holds.
         keep = {name, previous}
         for child in self.root.iterdir():
             if child.is_dir() and child.name.startswith(f"{self.collection}-") and child.name not in keep:
-                shutil.rmtree(child, ignore_errors=True)
+                self._drop(child)
         logger.info("Qdrant Edge index switched to %s", name)
 
 

@@ -117,7 +117,7 @@ def indexed_shop(flipkart: Path, flipkart_rows: list[dict[str, str]], tmp_path: 
         writer.writeheader()
         for row in chosen:
             writer.writerow({**row, "image": str(flipkart / row["image"])})
-    report = import_catalog(csv_path)
+    report = import_catalog(csv_path, image_roots=[flipkart])
     assert report.imported == len(chosen), report.errors
     indexed = IndexState.objects.filter(modality="image", status=Status.INDEXED).count()
     assert indexed == len(chosen), "the import's commit should have indexed every product"
