@@ -128,7 +128,7 @@ def load_catalog(limit: int | None) -> list[Any]:
     from django.conf import settings
 
     with override_settings(SIMILARITY={**settings.SIMILARITY, "DISPATCHER": "bench.run.no_dispatch"}):
-        import_catalog(source)
+        import_catalog(source, image_roots=[DATASET])
     return list(Product.objects.order_by("pk"))
 
 

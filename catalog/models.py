@@ -7,6 +7,8 @@ from typing import Any
 from django.db import models
 from django.urls import reverse
 
+from similarity.managers import IndexedManager
+
 
 class Category(models.Model):
     parent = models.ForeignKey(
@@ -14,6 +16,9 @@ class Category(models.Model):
     )
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=220)
+
+    # bulk writes (update, bulk_create, bulk_update) reach the similarity index like saves
+    objects = IndexedManager()
 
     class Meta:
         verbose_name_plural = "categories"
@@ -80,6 +85,8 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = IndexedManager()
+
     class Meta:
         ordering = ["pk"]
 
@@ -98,6 +105,8 @@ class ProductImage(models.Model):
     product = models.ForeignKey(Product, related_name="images", on_delete=models.CASCADE)
     image = models.ImageField(upload_to=product_image_path, max_length=300)
     position = models.PositiveIntegerField(default=0)
+
+    objects = IndexedManager()
 
     class Meta:
         ordering = ["position", "pk"]

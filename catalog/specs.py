@@ -12,15 +12,20 @@ from similarity.specs import Filter, ImageSource, IndexSpec, PayloadType, Watch,
 
 
 def _products_in_category(category: Any) -> list[int]:
-    from .models import Product
-
     # A rename changes the text only for specs that encode the category path; a move changes
     # every product's ancestor ids. Either way the payload must follow.
-    if not category.changed_fields():
-        return []
-    return list(
-        Product.objects.filter(category_id__in=category.descendant_ids()).values_list("pk", flat=True)
-    )
+    return _products_below(category) if category.changed_fields() else []
+
+
+def _products_below(category: Any) -> list[int]:
+    """Every product in the category or below it (a delete sets their category to NULL)."""
+    from .models import Product
+
+    return list(Product.objects.filter(category_id__in=category.descendant_ids()).values_list("pk", flat=True))
+
+
+def _products_below_any(categories: Any) -> list[int]:
+    return sorted({pk for category in categories for pk in _products_below(category)})
 
 
 def _product_of_image(image: Any) -> list[int]:
@@ -50,7 +55,7 @@ class ProductSpec(IndexSpec):
     currency = "₹"
     watches = (
         Watch("catalog.ProductImage", _product_of_image),
-        Watch("catalog.Category", _products_in_category),
+        Watch("catalog.Category", _products_in_category, on_delete=_products_below, bulk=_products_below_any),
     )
 
     def get_queryset(self) -> Any:

@@ -111,6 +111,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 3, "socket_timeout": 3, "visibility_timeout": 900,
 }
 CELERY_TASK_PUBLISH_RETRY = False
+# `celery -A workers beat`: compare the index with the database every hour and queue the
+# difference (also re-queues outbox rows whose task was lost or ran out of retries).
+CELERY_BEAT_SCHEDULE = {
+    "similarity-reconcile": {"task": "similarity.reconcile", "schedule": 3600.0, "options": {"queue": "similarity"}},
+}
 
 # --- Similarity ----------------------------------------------------------------------------
 SIMILARITY = {

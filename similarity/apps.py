@@ -9,6 +9,6 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import changes, checks  # noqa: F401 - registers system checks
+        from . import checks, signals  # noqa: F401 - registers system checks
 
-        changes.connect()
+        signals.connect()

@@ -18,17 +18,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.apps import apps
-from django.core.signals import setting_changed
-from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import registry
 from .conf import get_settings
-from .exceptions import SimilarityError
 from .models import IndexState, Modality, PendingChange, Status
 
 logger = logging.getLogger(__name__)
@@ -155,69 +151,38 @@ def capture_changes(
     return len(set(index_keys) | set(remove_keys))
 
 
-# ---------------------------------------------------------------------------------------------
-# Signal handlers, connected in SimilarityConfig.ready()
-# ---------------------------------------------------------------------------------------------
-def _on_indexed_save(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if raw:
-        return  # fixture loading: the data is not final yet
-    using = kwargs.get("using") or router.db_for_write(sender)
-    capture_changes(sender._meta.label_lower, index_ids=[instance.pk], using=using)
+def mark_changed(objects: QuerySet[Any] | Iterable[Any], *, model: Any = None,
+                 using: str = DEFAULT_DB_ALIAS) -> int:
+    """Tell the index that rows changed behind Django's back (raw SQL, an external job, a
+    ``QuerySet.update`` on a model without :class:`~similarity.managers.IndexedManager`).
+
+    ``objects``: a queryset of an indexed *or watched* model, or primary keys with ``model``.
+    Objects that no longer exist are removed from the index. Returns how many indexed objects
+    were queued (outbox rows now, one dispatch after commit).
+    """
+    if isinstance(objects, QuerySet):
+        model = objects.model
+        pks = list(objects.values_list("pk", flat=True))
+    else:
+        if model is None:
+            raise TypeError("mark_changed(ids) needs model=")
+        pks = list(objects)
+    return objects_changed(model, pks, using=using)
 
 
-def _on_indexed_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
-    using = kwargs.get("using") or router.db_for_write(sender)
-    capture_changes(sender._meta.label_lower, remove_ids=[instance.pk], using=using)
-
-
-def _watch_handler(label: str, to_ids: Any) -> Any:
-    def handler(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-        if raw:
-            return
-        ids = list(to_ids(instance))
-        if ids:
-            capture_changes(label, index_ids=ids, using=kwargs.get("using") or DEFAULT_DB_ALIAS)
-
-    return handler
-
-
-_connected: list[tuple[Any, Any, str]] = []
-
-
-def connect() -> None:
-    """Connect the signals of every registered spec (idempotent)."""
-    disconnect()
+def objects_changed(model: Any, pks: list[Any], *, using: str = DEFAULT_DB_ALIAS) -> int:
+    """Rows ``pks`` of ``model`` were written in bulk: queue the indexed objects they affect
+    (``model``'s own, when it is indexed, and those of every spec that watches it)."""
+    if not pks:
+        return 0
+    model_class: Any = model if isinstance(model, type) else registry.get_spec(model).model_class
+    label = model_class._meta.label_lower
+    queued = 0
     for spec in registry.specs().values():
-        model = spec.model_class
-        label = spec.label
-        for signal, handler, kind in (
-            (post_save, _on_indexed_save, "save"),
-            (post_delete, _on_indexed_delete, "delete"),
-        ):
-            uid = f"similarity:{label}:{kind}"
-            signal.connect(handler, sender=model, dispatch_uid=uid)
-            _connected.append((signal, model, uid))
-        for position, watch in enumerate(spec.watches):
-            watched = apps.get_model(watch.model)
-            handler = _watch_handler(label, watch.to_ids)
-            for signal, kind in ((post_save, "save"), (post_delete, "delete")):
-                uid = f"similarity:{label}:watch{position}:{kind}"
-                signal.connect(handler, sender=watched, dispatch_uid=uid, weak=False)
-                _connected.append((signal, watched, uid))
-
-
-@receiver(setting_changed)
-def _reconnect(*, setting: str, **kwargs: Any) -> None:
-    """Follow a changed ``SPECS`` (tests, ``override_settings``): signals of exactly those models."""
-    if setting == "SIMILARITY" and apps.ready:
-        try:
-            connect()
-        except (ImportError, LookupError, SimilarityError) as exc:  # reported by the system checks
-            disconnect()
-            logger.warning("similarity signals not connected: %s", exc)
-
-
-def disconnect() -> None:
-    while _connected:
-        signal, model, uid = _connected.pop()
-        signal.disconnect(sender=model, dispatch_uid=uid)
+        if spec.label == label:
+            queued += capture_changes(spec, index_ids=pks, using=using)
+        for watch in spec.watches:
+            if watch.model.lower() == label:
+                affected = list(watch.ids_for_queryset(model_class._default_manager.filter(pk__in=pks)))
+                queued += capture_changes(spec, index_ids=affected, using=using) if affected else 0
+    return queued

@@ -19,3 +19,7 @@ class IndexUnavailable(SimilarityError):
 
 class SimilarityConfigError(ImproperlyConfigured, SimilarityError):
     """The ``SIMILARITY`` setting is wrong."""
+
+
+class DispatchError(SimilarityError):
+    """Changes could not be handed to the task queue (the broker is down); they stay in the outbox."""

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Count, Min
 
 from . import registry
-from .models import IndexState, Modality, PendingChange, Status
+from .models import IndexState, Modality, PendingChange, ReconcileRun, Status
 
 
 def index_health(model: Any = None) -> dict[str, Any]:
@@ -28,6 +28,7 @@ def index_health(model: Any = None) -> dict[str, Any]:
         "unindexed_objects": spec.get_queryset().exclude(
             pk__in=spec.pks_of(states.filter(status=Status.INDEXED))
         ).count(),
+        "last_reconcile": ReconcileRun.objects.filter(model_label=spec.label).first(),
         "recent_errors": list(
             states.filter(status=Status.FAILED).exclude(error="").order_by("-updated_at")
             .values("object_id", "modality", "error", "updated_at")[:20]

@@ -62,7 +62,7 @@ class _Item:
     vectors: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
+def read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str, bytes]], list[str]]:
     blobs, errors = [], []
     for source in spec.get_images(obj)[:limit]:
         try:
@@ -73,7 +73,7 @@ def _read_images(spec: IndexSpec, obj: Any, limit: int) -> tuple[list[tuple[str,
     return blobs, errors
 
 
-def _blob_hash(blobs: list[tuple[str, bytes]]) -> str:
+def blob_hash(blobs: list[tuple[str, bytes]]) -> str:
     digest = hashlib.sha256()
     for _name, data in blobs:
         digest.update(hashlib.sha256(data).digest())
@@ -148,10 +148,10 @@ def index_products(
     items: list[_Item] = []
     for key, obj in objects.items():
         text = spec.get_text(obj)
-        blobs, read_errors = _read_images(spec, obj, conf.max_images)
+        blobs, read_errors = read_images(spec, obj, conf.max_images)
         items.append(
             _Item(obj=obj, key=key, point_id=spec.point_id(key), text=text, text_hash=text_hash(text),
-                  image_blobs=blobs, image_hash=_blob_hash(blobs) if blobs else "",
+                  image_blobs=blobs, image_hash=blob_hash(blobs) if blobs else "",
                   image_errors=read_errors)
         )
 

@@ -95,3 +95,28 @@ class RebuildCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"rebuild of {self.model_label} into {self.generation} after {self.last_key or 'the start'}"
+
+
+class ReconcileRun(models.Model):
+    """One run of ``similarity_reconcile``: what differed between the database and the index."""
+
+    model_label = models.CharField(max_length=100, db_index=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(auto_now_add=True)
+    checked = models.PositiveIntegerField(default=0)
+    points = models.PositiveIntegerField(default=0)
+    #: kind of drift → how many objects ("missing", "ghost", "stale_text", ...)
+    counts = models.JSONField(default=dict)
+    fixed = models.BooleanField(default=False)
+    seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-finished_at", "-pk"]
+        get_latest_by = "finished_at"
+
+    def __str__(self) -> str:
+        return f"reconcile {self.model_label} at {self.finished_at}: {self.drift} drifted"
+
+    @property
+    def drift(self) -> int:
+        return sum(int(n) for n in self.counts.values())

@@ -12,6 +12,7 @@ A thin facade over the modules that each do one job, in the order a product trav
 ``pages``      cached results for pages, the fallback, widget cards
 ``search``     search by words or by photo
 ``health``     counts, versions, the outbox and recent errors
+``reconcile``  compare the database with the index, queue the difference
 =============  ==========================================================================
 """
 
@@ -27,12 +28,14 @@ from .indexing import ensure_index, index_products, remove_products
 from .pages import fallback_hits, similar_for_page, widget_cards
 from .query import find_similar, rank_candidates
 from .rebuild import rebuild_index
+from .reconcile import Drift, reconcile
 from .results import IndexReport, SimilarHit, SimilarResult
 from .search import search_image, search_text
 
 __all__ = [
-    "IndexReport", "SimilarHit", "SimilarResult", "SimilarityError", "capture_changes", "dispatch_committed",
-    "ensure_index", "failed_keys", "fallback_hits", "find_similar", "fuse_scores", "get_settings",
-    "index_health", "index_products", "iter_batches", "process_pending", "rank_candidates", "rebuild_index",
-    "remove_products", "search_image", "search_text", "similar_for_page", "widget_cards",
+    "Drift", "IndexReport", "SimilarHit", "SimilarResult", "SimilarityError", "capture_changes",
+    "dispatch_committed", "ensure_index", "failed_keys", "fallback_hits", "find_similar", "fuse_scores",
+    "get_settings", "index_health", "index_products", "iter_batches", "process_pending", "rank_candidates",
+    "rebuild_index", "reconcile", "remove_products", "search_image", "search_text", "similar_for_page",
+    "widget_cards",
 ]

@@ -85,12 +85,25 @@ class ImageSource:
 class Watch:
     """Another model whose changes make some indexed objects stale.
 
-    ``to_ids(instance)`` returns the primary keys of the indexed objects affected by a change
-    of ``instance``.
+    ``to_ids(instance)``: the primary keys of the indexed objects affected by a save of
+    ``instance``. ``on_delete(instance)``: those affected when it is deleted, asked *before* the
+    delete (default: ``to_ids``). ``bulk(queryset)``: those affected by a bulk write to the rows
+    of ``queryset`` (``QuerySet.update``, ``bulk_create``, ``mark_changed``; default: ``to_ids``
+    of each row).
     """
 
     model: str
     to_ids: Callable[[Any], Iterable[Any]]
+    on_delete: Callable[[Any], Iterable[Any]] | None = None
+    bulk: Callable[[Any], Iterable[Any]] | None = None
+
+    def ids_before_delete(self, instance: Any) -> Iterable[Any]:
+        return (self.on_delete or self.to_ids)(instance)
+
+    def ids_for_queryset(self, queryset: Any) -> Iterable[Any]:
+        if self.bulk is not None:
+            return self.bulk(queryset)
+        return [pk for instance in queryset for pk in self.to_ids(instance)]
 
 
 class IndexSpec:

@@ -9,6 +9,7 @@ The project routes ``similarity.*`` to a queue of its own (see docs/your-shop.md
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
@@ -44,6 +45,21 @@ def index_products(ids: list[Any], model: str | None = None) -> dict[str, Any]:
 @shared_task(name="similarity.remove_products", **RETRY)
 def remove_products(ids: list[Any], model: str | None = None) -> int:
     return services.remove_products(ids, model=model)
+
+
+#: outbox rows waiting longer than this are handed to the queue again by the periodic task
+STALLED_AFTER = timedelta(minutes=30)
+
+
+@shared_task(name="similarity.reconcile")
+def reconcile(fix: bool = True) -> dict[str, Any]:
+    """The periodic guard (Celery beat): re-queue changes stalled in the outbox, then compare
+    every spec's index with the database and queue what differs."""
+    out: dict[str, Any] = {}
+    for spec in registry.specs().values():
+        services.process_pending(model=spec, enqueue=True, older_than=STALLED_AFTER)
+        out[spec.label] = services.reconcile(spec, fix=fix).counts()
+    return out
 
 
 def dispatch(label: str, index_ids: list[Any], remove_ids: list[Any]) -> None:

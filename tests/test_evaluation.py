@@ -125,7 +125,7 @@ def test_command_on_flipkart_items(flipkart: Path, flipkart_rows: list[dict[str,
     from catalog.importer import import_catalog
     from catalog.models import Product
 
-    import_catalog(_subset(flipkart, flipkart_rows, tmp_path))  # indexed after each commit
+    import_catalog(_subset(flipkart, flipkart_rows, tmp_path), image_roots=[flipkart])  # indexed after each commit
     assert Product.objects.count() == 6
     out = tmp_path / "eval.json"
     call_command("similarity_evaluate", "--level", "2", "--k", "1,3", "--json", str(out),

@@ -72,6 +72,15 @@ def test_upsert_is_idempotent(index):
     assert index.retrieve([pid(1)])[pid(1)].payload["brand"] == "new"
 
 
+def test_iter_points_pages_through_every_point(index):
+    index.upsert([point(n) for n in range(1, 8)])
+    index.delete([point(3).id])
+    seen = list(index.iter_points(batch_size=2))
+    assert sorted(p.id for p in seen) == sorted(point(n).id for n in (1, 2, 4, 5, 6, 7))
+    assert all(p.payload["pk"] == point(int(p.payload["pk"])).payload["pk"] for p in seen)
+    assert list(index.start_rebuild(DIMS, SCHEMA).iter_points()) == []
+
+
 def test_query_orders_by_cosine(index):
     index.upsert([point(n) for n in range(20)])
     hits = index.query("text", vec(3, 4), limit=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,6 +70,9 @@ class VectorIndex(Protocol):
     ) -> list[Hit]: ...
 
     def count(self) -> int: ...
+
+    def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
+        """Every point, payload only, in pages (for reconciliation)."""
 
     def start_rebuild(self, dims: dict[str, int], payload_schema: dict[str, str]) -> VectorIndex:
         """A new, empty generation to fill; the live one keeps answering meanwhile."""

@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,20 @@ class QdrantEdgeIndex:
         with self._lock:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
+
+    def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
+        from qdrant_edge import ScrollRequest
+
+        offset = None
+        while True:
+            with self._lock:
+                records, offset = self._get().scroll(
+                    ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=False)
+                )
+            for r in records:
+                yield PointData(str(r.id), {}, self._load(r.payload))
+            if offset is None or not records:
+                return
 
     def count(self) -> int:
         from qdrant_edge import CountRequest

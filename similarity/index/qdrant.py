@@ -7,6 +7,7 @@ in one ``update_collection_aliases`` call, which Qdrant applies atomically.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -181,6 +182,20 @@ class QdrantServerIndex:
             ),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
+        offset: Any = None
+        while True:
+            page: tuple[list[Any], Any] = self._call(
+                "scroll points",
+                functools.partial(self.client.scroll, self.name, limit=batch_size, offset=offset,
+                                  with_payload=True, with_vectors=False),
+            )
+            records, offset = page
+            for r in records:
+                yield PointData(str(r.id), {}, dict(r.payload or {}))
+            if offset is None or not records:
+                return
 
     def count(self) -> int:
         return int(self._call("count points", lambda: self.client.count(self.name, exact=True).count))

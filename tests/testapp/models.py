@@ -7,11 +7,19 @@ import uuid
 from django.db import models
 
 
+class Tag(models.Model):
+    name = models.CharField(max_length=60)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class BlogPost(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     headline = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     published = models.BooleanField(default=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="posts")
 
     def __str__(self) -> str:
         return self.headline

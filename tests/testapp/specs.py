@@ -12,10 +12,11 @@ class BlogPostSpec(IndexSpec):
     filters = {"published": Filter("published", PayloadType.BOOL)}
 
     def get_text(self, obj: Any) -> str:
-        return f"{obj.headline}. {obj.body}"
+        tags = ", ".join(sorted(tag.name for tag in obj.tags.all()))
+        return f"{obj.headline}. {obj.body}" + (f" Tags: {tags}" if tags else "")
 
     def get_payload(self, obj: Any) -> dict[str, Any]:
-        return {"published": obj.published}
+        return {"published": obj.published, "tags": sorted(tag.name for tag in obj.tags.all())}
 
 
 class RecipeSpec(IndexSpec):

@@ -68,6 +68,8 @@ class Command(BaseCommand):
                     bar.update(len(chunk))
         except IndexUnavailable as exc:
             raise CommandError(f"the vector index is unavailable: {exc}") from exc
+        except SimilarityError as exc:  # e.g. --enqueue with the broker down
+            raise CommandError(str(exc)) from exc
         finally:
             bar.close()
         elapsed = time.perf_counter() - started
