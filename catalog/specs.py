@@ -104,16 +104,18 @@ class ProductSpec(IndexSpec):
         return self.object_key(obj.parent_id or obj.pk)
 
     # -- what pages show ----------------------------------------------------------------------
-    def get_fallback_queryset(self, obj: Any, filters: dict[str, Any]) -> Any:
-        """Other products of the same category, newest first (in stock only, when asked)."""
-        if obj.category_id is None:
-            return None
-        queryset = self.get_queryset().filter(category_id=obj.category_id)
+    def filter_queryset(self, queryset: Any, filters: dict[str, Any]) -> Any:
         if filters.get("in_stock"):
             queryset = queryset.filter(in_stock=True)
         if filters.get("brand"):
             queryset = queryset.filter(brand=filters["brand"])
-        return queryset.order_by("-pk")
+        return queryset
+
+    def get_fallback_queryset(self, obj: Any, filters: dict[str, Any]) -> Any:
+        """Other products of the same category, newest first (in stock only, when asked)."""
+        if obj.category_id is None:
+            return None
+        return self.filter_queryset(self.get_queryset().filter(category_id=obj.category_id), filters).order_by("-pk")
 
     def get_thumbnail(self, obj: Any) -> Any:
         first = next(iter(obj.images.all()), None)  # prefetched by get_queryset and the views

@@ -14,12 +14,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
-from django.db.models import QuerySet
+from django.db.models import Min, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -36,25 +38,23 @@ OUTBOX_RETENTION_HOURS = 24
 
 def write_outbox(label: str, index_keys: Iterable[str] = (), remove_keys: Iterable[str] = ()) -> None:
     """Write outbox rows in the current transaction, and mark the objects' index state
-    ``pending`` so the admin shows what is waiting (two queries per call)."""
-    now = timezone.now()
+    ``pending`` so the admin shows what is waiting (two queries per call). Times are the
+    database's (``Now()``), never this process's clock; each row gets a fresh token."""
     remove = set(remove_keys)
     waiting = set(index_keys) - remove
     rows = [
-        PendingChange(model_label=label, object_id=key, action=PendingChange.Action.INDEX, created_at=now)
-        for key in waiting
-    ] + [
-        PendingChange(model_label=label, object_id=key, action=PendingChange.Action.REMOVE, created_at=now)
-        for key in remove
+        PendingChange(model_label=label, object_id=key, action=action, created_at=Now(), token=uuid.uuid4().hex)
+        for keys, action in ((waiting, PendingChange.Action.INDEX), (remove, PendingChange.Action.REMOVE))
+        for key in keys
     ]
     if rows:
         PendingChange.objects.bulk_create(
             rows, update_conflicts=True, unique_fields=["model_label", "object_id"],
-            update_fields=["action", "created_at", "processed_at"],
+            update_fields=["action", "created_at", "processed_at", "token"],
         )
     if waiting:
         IndexState.objects.bulk_create(
-            [IndexState(model_label=label, object_id=key, modality=modality, status=Status.PENDING, updated_at=now)
+            [IndexState(model_label=label, object_id=key, modality=modality, status=Status.PENDING, updated_at=Now())
              for key in waiting for modality in Modality.values],
             update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
             update_fields=["status", "updated_at"],
@@ -76,14 +76,54 @@ def dispatch_committed(label: str, index_keys: Iterable[str] = (), remove_keys: 
         )
 
 
-def settle_outbox(label: str, keys: list[str], started: datetime) -> None:
-    """Mark outbox rows done once their objects are in the index. Rows recorded after
-    ``started`` are newer than what was read, so they stay pending."""
-    now = timezone.now()
-    PendingChange.objects.filter(
-        model_label=label, object_id__in=keys, created_at__lte=started, processed_at__isnull=True
-    ).update(processed_at=now)
-    PendingChange.objects.filter(processed_at__lt=now - timedelta(hours=OUTBOX_RETENTION_HOURS)).delete()
+def pending_tokens(label: str, keys: list[str]) -> list[str]:
+    """The tokens of the changes waiting for ``keys``: read *before* the objects are read."""
+    return [
+        token for token in PendingChange.objects.filter(
+            model_label=label, object_id__in=keys, processed_at__isnull=True
+        ).values_list("token", flat=True) if token
+    ]
+
+
+def settle_outbox(tokens: list[str]) -> None:
+    """Mark done the changes whose tokens were read before their objects were indexed. A change
+    recorded since has a new token, so it stays pending, whatever the clocks say."""
+    if tokens:
+        PendingChange.objects.filter(token__in=tokens, processed_at__isnull=True).update(processed_at=Now())
+    purge_outbox()
+
+
+def purge_outbox() -> None:
+    """Drop rows processed more than ``OUTBOX_RETENTION_HOURS`` ago, but none that an unfinished
+    rebuild may still need to catch up with (processed after it started)."""
+    from .models import RebuildCheckpoint
+
+    cutoff: Any = Now() - timedelta(hours=OUTBOX_RETENTION_HOURS)
+    oldest_rebuild = RebuildCheckpoint.objects.aggregate(oldest=Min("started_at"))["oldest"]
+    done = PendingChange.objects.filter(processed_at__lt=cutoff)
+    if oldest_rebuild is not None:
+        done = done.filter(processed_at__lt=oldest_rebuild)
+    done.delete()
+
+
+def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:
+    """The database's clock now (not the transaction's start), to the microsecond where the
+    database has it: what orders reads by different processes on different machines."""
+    connection = connections[using]
+    vendor = connection.vendor
+    query = {
+        "postgresql": "SELECT clock_timestamp()",
+        "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        "mysql": "SELECT UTC_TIMESTAMP(6)",
+    }.get(vendor, "SELECT CURRENT_TIMESTAMP")
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, UTC)
+    return value
 
 
 class _Buffer:

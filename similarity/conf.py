@@ -48,10 +48,15 @@ class SimilaritySettings:
     half_precision: bool = True
     max_images: int = 4
     max_image_pixels: int = 90_000_000
+    #: the same cap for photos decoded in the web process (the admin explorer's uploads), which
+    #: has less memory to spare than a worker; a JPEG counts at the reduced scale it is read at
+    web_max_image_pixels: int = 20_000_000
     max_text_chars: int = 2000
     # Measured best on flipkart-1050 (similarity_evaluate --sweep-weights, docs/evaluation.md).
     weights: dict[str, float] = field(default_factory=lambda: {"image": 0.3, "text": 0.7})
     candidates: int = 100
+    #: after the vector store is found unavailable, reads answer "unavailable" at once this long
+    breaker_seconds: float = 10.0
     #: called after commit with (label, index_ids, remove_ids); the app's Celery tasks by default
     dispatcher: str = "similarity.tasks.dispatch"
     queue: str = "similarity"

@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import registry
-from .changes import settle_outbox
+from .changes import db_now, pending_tokens, settle_outbox
 from .conf import get_settings
 from .exceptions import EncodingError
 from .index.base import PointData, VectorIndex
@@ -129,22 +130,21 @@ def index_products(
     report = IndexReport()
     if not keys:
         return report
-    started = timezone.now()
     conf = get_settings()
     index = index or registry.vector_index(spec)
     text_encoder, image_encoder = registry.text_encoder(), registry.image_encoder()
     versions = {"text": text_encoder.version, "image": image_encoder.version}
 
+    # Before the objects are read: the database clock (orders this read against other tasks')
+    # and the changes this read will cover (only those are marked done afterwards).
+    read_at = db_now().astimezone(UTC).isoformat(timespec="microseconds")
+    tokens = pending_tokens(label, keys)
     found = spec.get_queryset().filter(pk__in=[spec.to_pk(key) for key in keys])
     objects = {spec.object_key(obj.pk): obj for obj in found}
     gone = [key for key in keys if key not in objects or not spec.should_index(objects[key])]
     for key in gone:
         objects.pop(key, None)
 
-    states = {
-        (s.object_id, s.modality): s
-        for s in IndexState.objects.filter(model_label=label, object_id__in=list(objects))
-    }
     items: list[_Item] = []
     for key, obj in objects.items():
         text = spec.get_text(obj)
@@ -159,13 +159,15 @@ def index_products(
     stored = {} if force else index.retrieve([i.point_id for i in items], with_vectors=True)
 
     def needs(item: _Item, modality: str, content: str) -> bool:
-        state = states.get((item.key, modality))
+        """Decided by the point in the index being written (a rebuild's new generation, or the
+        live one), not by shared state: a vector is kept only if that index has it, made from
+        the same content by the same model."""
         have = stored.get(item.point_id)
-        # "pending" only says a change was recorded: unchanged content keeps its vector.
-        return (
-            force or state is None or state.status == Status.FAILED or state.content_hash != content
-            or state.model_version != versions[modality] or have is None or modality not in have.vectors
-        )
+        if force or have is None or modality not in have.vectors:
+            return True
+        stored_hash = have.payload.get("text_hash" if modality == "text" else "image_hash")
+        stored_version = (have.payload.get("model_versions") or {}).get(modality)
+        return bool(stored_hash != content or stored_version != versions[modality])
 
     for item in items:
         item.encode_text = bool(item.text) and needs(item, "text", item.text_hash)
@@ -207,10 +209,14 @@ def index_products(
             **spec.get_payload(item.obj), "pk": item.key, "model": label,
             "group": spec.get_group(item.obj), "text_hash": item.text_hash,
             "image_hash": item.image_hash,
-            "model_versions": {m: versions[m] for m in item.vectors},
+            "model_versions": {m: versions[m] for m in item.vectors}, "read_at": read_at,
         }
         points.append(PointData(item.point_id, item.vectors, payload))
     stale = [i.point_id for i in items if not i.vectors] + [spec.point_id(key) for key in gone]
+    newer = _written_by_newer_reads(index, [p.id for p in points], read_at)
+    if newer:  # another task read these objects after us and already wrote them: its state wins
+        logger.info("%s: %d objects were indexed from a newer read meanwhile; not overwritten", label, len(newer))
+        points = [p for p in points if p.id not in newer]
     index.upsert(points)
     index.delete(stale)
 
@@ -246,12 +252,23 @@ def index_products(
         if gone:
             IndexState.objects.filter(model_label=label, object_id__in=gone).delete()
         if settle:
-            settle_outbox(label, keys, started)
+            settle_outbox(tokens)
+    report.covered.extend(tokens)
     report.indexed += len(points)
     report.removed += len(gone)
     for error in report.errors:
         logger.warning("indexing problem: %s", error)
     return report
+
+
+def _written_by_newer_reads(index: VectorIndex, point_ids: list[str], read_at: str) -> set[str]:
+    """Points whose stored ``read_at`` is later than ours (ISO strings of one clock compare as
+    times): checked right before writing, so two tasks for one object never let the older
+    read win."""
+    if not point_ids:
+        return set()
+    current = index.retrieve(point_ids)
+    return {pid for pid, point in current.items() if str(point.payload.get("read_at") or "") > read_at}
 
 
 def remove_products(ids: Iterable[Any], *, model: Any = None, index: VectorIndex | None = None) -> int:
@@ -260,10 +277,10 @@ def remove_products(ids: Iterable[Any], *, model: Any = None, index: VectorIndex
     keys = sorted({spec.object_key(i) for i in ids})
     if not keys:
         return 0
-    started = timezone.now()
+    tokens = pending_tokens(spec.label, keys)
     index = index or registry.vector_index(spec)
     index.delete([spec.point_id(key) for key in keys])
     with transaction.atomic():
         IndexState.objects.filter(model_label=spec.label, object_id__in=keys).delete()
-        settle_outbox(spec.label, keys, started)
+        settle_outbox(tokens)
     return len(keys)

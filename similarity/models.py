@@ -71,6 +71,10 @@ class PendingChange(models.Model):
     model_label = models.CharField(max_length=100)
     object_id = models.CharField(max_length=OBJECT_KEY_LENGTH)
     action = models.CharField(max_length=6, choices=Action.choices, default=Action.INDEX)
+    #: new on every recorded change: indexing marks done only the tokens it read before reading
+    #: the objects, so a change committed after that read stays pending (no clocks compared)
+    token = models.CharField(max_length=32, default="", db_index=True)
+    #: database clock (``Now()``), like ``processed_at``
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     attempts = models.PositiveIntegerField(default=0)

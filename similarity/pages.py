@@ -81,7 +81,8 @@ def similar_for_page(
     if cached is not None:
         entries, stamp = cached
         if _index_stamp(spec, [obj.pk, *(pk for pk, _s, _m in entries)]) == stamp:
-            objects = spec.get_queryset().in_bulk([pk for pk, _s, _m in entries])
+            # the filters again, in the database: a neighbour may have gone out of stock since
+            objects = spec.filter_queryset(spec.get_queryset(), filters).in_bulk([pk for pk, _s, _m in entries])
             return SimilarResult(
                 ResultStatus.OK,
                 [SimilarHit(objects[pk], pk, score, scores) for pk, score, scores in entries if pk in objects],

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import registry
+from . import breaker, registry
 from .conf import get_settings
 from .exceptions import IndexUnavailable
 from .fusion import fuse_scores
@@ -114,6 +114,9 @@ def find_similar(
     spec = registry.get_spec(type(obj))
     conf = get_settings()
     weights = dict(weights or conf.weights)
+    down = breaker.is_open(spec.label)
+    if down is not None:
+        return SimilarResult(ResultStatus.UNAVAILABLE, message=down)
     index = registry.vector_index(spec)
     point_id = spec.point_id(obj.pk)
     try:
@@ -132,17 +135,21 @@ def find_similar(
         )
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)
+        breaker.trip(spec.label, str(exc))
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
 
     hits = pick_one_per_group(scored, lambda row: row[2].get("group"), limit) if one_per_group else scored[:limit]
-    return SimilarResult(ResultStatus.OK, load_hits(spec, [(s, m, p["pk"]) for s, m, p in hits]))
+    ranked = [(s, m, p["pk"]) for s, m, p in hits]
+    return SimilarResult(ResultStatus.OK, load_hits(spec, ranked, filters))
 
 
-def load_hits(spec: IndexSpec, ranked: list[tuple[float, dict[str, float], Any]]) -> list[SimilarHit]:
+def load_hits(
+    spec: IndexSpec, ranked: list[tuple[float, dict[str, float], Any]], filters: dict[str, Any] | None = None,
+) -> list[SimilarHit]:
     """(score, scores, stored key) rows as hits with their objects, in order, in one query;
-    keys whose object is gone are dropped."""
+    keys whose object is gone, or no longer passes the filters in the database, are dropped."""
     pks = [spec.to_pk(key) for _s, _m, key in ranked]
-    objects = spec.get_queryset().in_bulk(pks)
+    objects = spec.filter_queryset(spec.get_queryset(), filters or {}).in_bulk(pks)
     return [
         SimilarHit(objects[pk], pk, score, scores)
         for (score, scores, _key), pk in zip(ranked, pks, strict=True)

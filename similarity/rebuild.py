@@ -13,6 +13,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
 from . import registry
 from .backlog import iter_batches
 from .index.base import VectorIndex
@@ -46,7 +50,10 @@ def rebuild_index(
             live.abandon_rebuild(checkpoint.generation)
             checkpoint.delete()
         target = live.start_rebuild(registry.vector_dims(), spec.full_payload_schema())
-        checkpoint = RebuildCheckpoint.objects.create(model_label=spec.label, generation=target.generation)
+        checkpoint = RebuildCheckpoint.objects.create(
+            model_label=spec.label, generation=target.generation, started_at=Now()
+        )
+        checkpoint.refresh_from_db(fields=["started_at"])  # the database's clock, like the outbox's
     report = IndexReport()
     start_after = spec.to_pk(checkpoint.last_key) if checkpoint.last_key else None
     try:
@@ -55,20 +62,45 @@ def rebuild_index(
             RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=spec.object_key(batch[-1]))
             if progress:
                 progress(len(batch))
-        _catch_up(spec, target, since=checkpoint.started_at, report=report)
+        applied = _catch_up(spec, target, since=checkpoint.started_at, report=report,
+                            skip=frozenset(report.covered))
+        # The last changes, and the switch, while no change can be recorded: a change committed
+        # at any moment before the switch is in the new generation; any later one is indexed by
+        # the live path into the new generation.
+        with transaction.atomic():
+            _hold_off_writers(checkpoint)
+            _catch_up(spec, target, since=checkpoint.started_at, report=report, skip=applied)
+            live.finish_rebuild(target)
+            checkpoint.delete()
     except BaseException:
         target.close()  # let go of the new generation, so a resumed run (or another process) can open it
         raise
-    live.finish_rebuild(target)
-    checkpoint.delete()
     return report
 
 
-def _catch_up(spec: IndexSpec, target: VectorIndex, *, since: datetime, report: IndexReport) -> None:
-    """Apply to ``target`` every change committed since the rebuild started (the outbox keeps
-    processed rows for a while, so changes the live path already handled are seen too)."""
-    changes = PendingChange.objects.filter(model_label=spec.label, created_at__gte=since)
-    changed = sorted(set(changes.values_list("object_id", flat=True)))
+def _hold_off_writers(checkpoint: RebuildCheckpoint) -> None:
+    """Make every transaction that records a change wait until this one commits (it waits for
+    those in flight first): a table lock on PostgreSQL, the database write lock on SQLite."""
+    connection = connections[RebuildCheckpoint.objects.db]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {PendingChange._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
+    else:  # SQLite takes its single write lock at the first write; MySQL locks the rows written
+        RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=F("last_key"))
+
+
+def _catch_up(
+    spec: IndexSpec, target: VectorIndex, *, since: datetime, report: IndexReport, skip: frozenset[str] = frozenset(),
+) -> frozenset[str]:
+    """Apply to ``target`` every change that may have committed since the rebuild started: still
+    pending, or processed by the live path since then (the outbox keeps processed rows, and is
+    not purged of them while a rebuild is unfinished). Returns the tokens applied; ``skip``
+    leaves out those already applied by an earlier pass."""
+    changes = PendingChange.objects.filter(model_label=spec.label).filter(
+        Q(processed_at__isnull=True) | Q(processed_at__gte=since) | Q(created_at__gte=since)
+    ).exclude(token__in=skip)
+    rows = list(changes.values_list("object_id", "token"))
+    changed = sorted({key for key, _token in rows})
     for start in range(0, len(changed), CATCH_UP_BATCH):
         # index_products removes from ``target`` what no longer exists.
         report.merge(
@@ -76,3 +108,4 @@ def _catch_up(spec: IndexSpec, target: VectorIndex, *, since: datetime, report: 
                 changed[start : start + CATCH_UP_BATCH], model=spec, force=True, index=target, settle=False,
             )
         )
+    return skip | {token for _key, token in rows}

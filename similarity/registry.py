@@ -34,6 +34,9 @@ def reset(*, encoders: bool = False) -> None:
     Encoders are cached under their configuration, so a settings change that does not touch
     them keeps the loaded models (loading takes seconds).
     """
+    from . import breaker
+
+    breaker.close()
     with _lock:
         for key in list(_cache):
             if key.startswith("index:"):

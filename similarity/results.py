@@ -46,6 +46,8 @@ class IndexReport:
     encoded: dict[str, int] = field(default_factory=lambda: {"image": 0, "text": 0})
     failed: dict[str, int] = field(default_factory=lambda: {"image": 0, "text": 0})
     errors: list[str] = field(default_factory=list)
+    #: outbox tokens of the changes this read covered (a rebuild need not catch up with them)
+    covered: list[str] = field(default_factory=list)
 
     def merge(self, other: IndexReport) -> None:
         self.indexed += other.indexed
@@ -54,3 +56,4 @@ class IndexReport:
             self.encoded[key] += other.encoded[key]
             self.failed[key] += other.failed[key]
         self.errors.extend(other.errors)
+        self.covered.extend(other.covered)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import registry
+from . import breaker, registry
 from .conf import get_settings
 from .exceptions import IndexUnavailable
 from .query import load_hits, spec_filter
@@ -17,12 +17,17 @@ logger = logging.getLogger(__name__)
 def _search(using: str, vector: list[float], *, model: Any, limit: int, filters: dict[str, Any]) -> SimilarResult:
     spec = registry.get_spec(model)
     search_filter = spec_filter(spec, filters)
+    down = breaker.is_open(spec.label)
+    if down is not None:
+        return SimilarResult(ResultStatus.UNAVAILABLE, message=down)
     try:
         hits = registry.vector_index(spec).query(using, vector, limit=limit, filter=search_filter or None)
     except IndexUnavailable as exc:
         logger.warning("search by %s: index unavailable: %s", using, exc)
+        breaker.trip(spec.label, str(exc))
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
-    return SimilarResult(ResultStatus.OK, load_hits(spec, [(h.score, {using: h.score}, h.payload["pk"]) for h in hits]))
+    ranked = [(h.score, {using: h.score}, h.payload["pk"]) for h in hits]
+    return SimilarResult(ResultStatus.OK, load_hits(spec, ranked, filters))
 
 
 def search_text(query: str, *, model: Any = None, limit: int = 20, **filters: Any) -> SimilarResult:

@@ -158,6 +158,12 @@ class IndexSpec:
         return True
 
     # -- what pages show --------------------------------------------------------------------
+    def filter_queryset(self, queryset: models.QuerySet[Any], filters: dict[str, Any]) -> models.QuerySet[Any]:
+        """The caller's filters applied in the database as well, to the objects a result is loaded
+        from: a page served from the cache (or an index a few seconds behind) never shows, say, a
+        product that went out of stock since. Default: no database filtering."""
+        return queryset
+
     def get_fallback_queryset(self, obj: Any, filters: dict[str, Any]) -> models.QuerySet[Any] | None:
         """Objects shown instead of similar ones while the index cannot answer (``None``: none).
         ``filters`` are the caller's filter options, for the spec to honour."""

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,9 @@ def celery_on_redis(settings, tmp_path):
     app.conf.broker_url = REDIS_URL
     app._pool = None
     app.amqp._producer_pool = None
+    log_path = tmp_path / "worker.log"
     try:
-        yield tmp_path / "worker.log"
+        yield Worker(log_path, worker)
     finally:
         app.conf.task_always_eager, app.conf.broker_url = old
         app._pool = None
@@ -78,6 +80,12 @@ def celery_on_redis(settings, tmp_path):
         except subprocess.TimeoutExpired:
             worker.kill()
         log.close()
+
+
+@dataclass
+class Worker:
+    log: Path
+    process: subprocess.Popen[bytes]
 
 
 def _wait_indexed(pks: list[int], timeout: float = 180.0) -> None:
@@ -103,7 +111,7 @@ def test_worker_indexes_committed_products(celery_on_redis, flipkart, flipkart_r
         ]
     pks = [p.pk for p in made]
     _wait_indexed(pks)
-    log = celery_on_redis.read_text()
+    log = celery_on_redis.log.read_text()
     assert log.count("similarity.index_products") >= 1
     assert "succeeded" in log
     # Let the worker finish its post-task step (it lets go of the Edge shard).
@@ -112,3 +120,36 @@ def test_worker_indexes_committed_products(celery_on_redis, flipkart, flipkart_r
     assert result.ok, result.message
     assert [h.object.category.path.split(" > ")[0] for h in result.hits] == ["Watches"] * 3
     assert IndexState.objects.filter(object_id__in=pks, modality="image", status="indexed").count() == 8
+
+
+def _pool_child(worker_pid: int) -> int:
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(worker_pid)], capture_output=True, text=True)
+    pids = [int(p) for p in children.stdout.split()]
+    assert pids, "the prefork worker has no pool child"
+    return pids[0]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_pool_child_loses_nothing(celery_on_redis, flipkart, flipkart_rows):
+    """kill -9 of the pool child mid-batch: the message goes back to the queue
+    (acks_late + reject_on_worker_lost), a new child indexes the batch, and reconcile finds no
+    drift."""
+    from django.core.management import call_command
+
+    log_path, worker = celery_on_redis.log, celery_on_redis.process
+    rows = [r for r in flipkart_rows if r["image"]][:24]
+    with transaction.atomic():
+        made = [factories.product(r["title"], sku=r["sku"], description=r["description"],
+                                  category_path=r["category"], image=flipkart / r["image"]) for r in rows]
+    deadline = time.monotonic() + 180  # a loaded machine starts workers slowly
+    while "similarity.index_products" not in log_path.read_text():
+        assert time.monotonic() < deadline, "the task never reached the worker: " + log_path.read_text()[-3000:]
+        time.sleep(0.05)
+    time.sleep(1.0)  # the child is loading models / encoding
+    os.kill(_pool_child(worker.pid), signal.SIGKILL)
+    _wait_indexed([p.pk for p in made], timeout=240)
+    log = log_path.read_text()
+    assert "WorkerLostError" in log or "exited with signal 9" in log or "signal 9" in log, log[-3000:]
+    time.sleep(1.0)  # the worker lets go of the Edge shard after its task
+    call_command("similarity_reconcile", "--check")  # raises (exit 1) on any drift

@@ -140,7 +140,9 @@ def test_reindex_all_resumes_after_interruption(dispatched):
     checkpoint = RebuildCheckpoint.objects.get()
     assert checkpoint.last_key == str(products[1].pk)
     out, _ = run("similarity_reindex", "--all", "--batch-size", "2")
-    assert "indexed 4" in out, "the resumed run does only what was left"
+    # The resumed run fills the 4 left, then catches up with every change still pending (these
+    # 6 were never processed: the dispatcher here only records), 2 of which it had filled.
+    assert "indexed 6" in out, "the resumed run does only what was left, and the pending changes"
     assert registry.vector_index().count() == 6
 
 
@@ -229,3 +231,49 @@ def test_similar_command_on_an_unindexed_product(dispatched):
     services.ensure_index()
     with pytest.raises(CommandError, match="not indexed"):
         run("similar", "L1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_edit_committed_just_before_the_switch_is_in_the_new_generation(dispatched):
+    """The edit commits after the catch-up pass and before the switch (the live path has not
+    run it: the dispatcher only records). The final pass, under the outbox lock, applies it."""
+    lamp = factories.product("Lamp")
+    factories.product("Chair")
+    run("similarity_reindex", "--all")
+    import similarity.rebuild as rebuild
+
+    real_hold = rebuild._hold_off_writers
+
+    def edit_then_hold(checkpoint):
+        Product.objects.filter(pk=lamp.pk).update(title="Brass desk lamp")  # commits (autocommit)
+        real_hold(checkpoint)
+
+    rebuild._hold_off_writers = edit_then_hold
+    try:
+        run("similarity_reindex", "--all", "--restart")
+    finally:
+        rebuild._hold_off_writers = real_hold
+    spec = registry.get_spec()
+    payload = registry.vector_index().retrieve([spec.point_id(lamp.pk)])[spec.point_id(lamp.pk)].payload
+    from similarity.specs import text_hash
+
+    assert payload["text_hash"] == text_hash(spec.get_text(Product.objects.get(pk=lamp.pk)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_outbox_purge_keeps_what_an_unfinished_rebuild_needs(dispatched):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from similarity.changes import purge_outbox
+
+    old = timezone.now() - timedelta(hours=30)
+    factories.product("Lamp")
+    PendingChange.objects.update(processed_at=old)
+    RebuildCheckpoint.objects.create(model_label="catalog.product", generation="g", started_at=old - timedelta(hours=1))
+    purge_outbox()
+    assert PendingChange.objects.count() == 1, "processed after the unfinished rebuild started: kept"
+    RebuildCheckpoint.objects.all().delete()
+    purge_outbox()
+    assert PendingChange.objects.count() == 0

@@ -74,7 +74,10 @@ def test_only_what_changed_is_reencoded(encodes):
 @pytest.mark.django_db(transaction=True)
 def test_model_change_reencodes(encodes):
     p = factories.product("Mug")
-    IndexState.objects.filter(object_id=p.pk, modality="text").update(model_version="old-model@000")
+    # The point was written by another model (what a model change looks like to the index).
+    point_id = registry.get_spec().point_id(p.pk)
+    old = registry.vector_index().retrieve([point_id])[point_id].payload
+    registry.vector_index().set_payload(point_id, {**old, "model_versions": {"text": "old-model@000"}})
     services.index_products([p.pk])
     assert len(encodes.text) == 2
     assert state(p, "text").model_version == registry.text_encoder().version
@@ -296,3 +299,47 @@ def test_empty_text_and_missing_products(dispatched):
     assert services.find_similar(blank).status == "not_indexed"
     assert services.find_similar(with_image).ok
     assert report.removed == 1, "an id that no longer exists is removed from the index, not an error"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reencoding_is_decided_by_the_index_written_not_by_shared_state(encodes):
+    """The shared index state says "indexed with this model", but the generation being written
+    has no such vector: it is encoded (a rebuild's new generation must never inherit)."""
+    p = factories.product("Teapot")
+    spec = registry.get_spec()
+    fresh = registry.vector_index().start_rebuild(registry.vector_dims(), spec.full_payload_schema())
+    services.index_products([p.pk], index=fresh, settle=False)
+    assert len(encodes.text) == 2, "encoded again into the new generation"
+    assert fresh.retrieve([spec.point_id(p.pk)], with_vectors=True)[spec.point_id(p.pk)].vectors["text"]
+    services.index_products([p.pk], index=fresh, settle=False)
+    assert len(encodes.text) == 2, "unchanged content in that generation: kept"
+    fresh.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_older_read_never_overwrites_a_newer_one(dispatched):
+    """Two tasks for one product: the one that read first but writes last loses."""
+    from similarity import indexing
+
+    p = factories.product("Kettle", price="10.00")
+    services.index_products([p.pk])
+    real_read_images = indexing.read_images
+    slow_once = {"done": False}
+
+    def meanwhile(spec, obj, limit):
+        if not slow_once["done"]:
+            slow_once["done"] = True
+            # While this (first) task is between its read and its write, the price changes and
+            # a second task indexes the new state.
+            Product.objects.filter(pk=p.pk).update(price=25)
+            services.index_products([p.pk])
+        return real_read_images(spec, obj, limit)
+
+    indexing.read_images = meanwhile
+    try:
+        Product.objects.filter(pk=p.pk).update(price=15)
+        services.index_products([p.pk])  # read price 15, then the other task wrote 25
+    finally:
+        indexing.read_images = real_read_images
+    point_id = registry.get_spec().point_id(p.pk)
+    assert registry.vector_index().retrieve([point_id])[point_id].payload["price"] == 25.0

@@ -170,3 +170,70 @@ def test_broken_image_renders_a_placeholder(towels: dict[str, Any]) -> None:
     html = render("{% similar_products_widget product limit=3 %}", product=towels["red"])
     assert towels["blue"].pk in card_pks(html)
     assert "no image" in html
+
+
+def test_cached_widget_reapplies_in_stock_in_the_database(towels: dict[str, Any]) -> None:
+    from django.db import connection
+
+    template = "{% similar_products_widget product limit=3 in_stock=True %}"
+    assert towels["blue"].pk in card_pks(render(template, product=towels["red"]))
+    with connection.cursor() as cursor:  # out of stock behind the index's back (no reindex yet)
+        cursor.execute("UPDATE catalog_product SET in_stock = %s WHERE id = %s", [False, towels["blue"].pk])
+    shown = card_pks(render(template, product=towels["red"]))
+    assert towels["blue"].pk not in shown and towels["green"].pk in shown
+
+
+def test_while_the_store_is_down_pages_do_not_wait_on_every_view(
+    towels: dict[str, Any], settings: Any,
+) -> None:
+    """A Qdrant server that accepts connections and never answers: the first view waits for the
+    client timeout, the next ones get the fallback at once (circuit breaker)."""
+    import time
+
+    from tests.test_changes import HungBroker
+
+    hung = HungBroker()
+    try:
+        settings.SIMILARITY = {**settings.SIMILARITY, "BREAKER_SECONDS": 30, "INDEX": {
+            "BACKEND": "similarity.index.qdrant.QdrantServerIndex", "URL": f"http://127.0.0.1:{hung.port}",
+            "TIMEOUT": 1}}
+        timings = []
+        for _ in range(5):
+            started = time.monotonic()
+            html = render("{% similar_products_widget product limit=8 %}", product=towels["red"])
+            timings.append(time.monotonic() - started)
+            assert "data-fallback" in html
+    finally:
+        hung.close()
+    assert max(timings[1:]) < 0.5, timings
+
+
+def test_a_qdrant_answering_404_is_unavailable_not_a_500(towels: dict[str, Any], settings: Any, client: Any) -> None:
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_any(self) -> None:
+            body = b'{"status":{"error":"Not found: Collection `similarity_catalog_product` does not exist!"}}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_any  # noqa: N815 - http.server names them so
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.SIMILARITY = {**settings.SIMILARITY, "INDEX": {
+            "BACKEND": "similarity.index.qdrant.QdrantServerIndex", "URL": f"http://127.0.0.1:{server.server_port}"}}
+        result = services.find_similar(towels["red"])
+        assert result.status == "unavailable" and "404" in result.message
+        response = client.get(towels["red"].get_absolute_url())
+        assert response.status_code == 200 and "data-fallback" in response.content.decode()
+    finally:
+        server.shutdown()

@@ -31,10 +31,13 @@ def _unavailable_on_transport_errors(action: str) -> Iterator[None]:
         yield
     except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
         raise IndexUnavailable(f"Qdrant is unreachable while trying to {action}: {exc}") from exc
-    except UnexpectedResponse as exc:
-        if exc.status_code is not None and exc.status_code >= 500:
-            raise IndexUnavailable(f"Qdrant failed to {action}: {exc}") from exc
-        raise
+    except UnexpectedResponse as exc:  # 5xx, and 4xx too: a missing collection (a fresh deploy,
+        # a wrong name, the moment of an alias switch) must not be a 500 on every page
+        raise IndexUnavailable(f"Qdrant answered {exc.status_code} while trying to {action}: {exc}") from exc
+    except ValueError as exc:  # qdrant-client's local mode: "Collection ... not found"
+        if "not found" not in str(exc):
+            raise
+        raise IndexUnavailable(f"Qdrant cannot {action}: {exc}") from exc
 
 
 class QdrantServerIndex:
