@@ -4,7 +4,10 @@
 the per-modality index state and a "Reindex now" button on the change page, an index-status
 filter and a "Reindex selected" action. The "Similarity explorer" (search by words or by photo)
 and the index-health page hang off the index-state admin. Every custom view goes through
-``admin_site.admin_view`` (staff login) and checks a ``similarity.*`` permission (403 otherwise).
+``admin_site.admin_view`` (staff login) and checks a ``similarity.*`` permission (403 otherwise);
+the object views also go through the ``ModelAdmin``'s ``get_object`` (its ``get_queryset``) and
+its view/change permission. Index state and the outbox are written by the app only: their admins
+show them and allow nothing else.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import admin_views, registry, services
@@ -98,9 +102,12 @@ class SimilarityAdminMixin:
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         extra_context = dict(extra_context or {})
-        obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
-        if obj is not None:
-            extra_context.update(self.similarity_context(request, obj))
+        # Only to show the page, and only to whoever may see the object: a save (POST) does not
+        # pay for a similarity query, and a refused request (403/404 below) runs none.
+        if request.method in ("GET", "HEAD"):
+            obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+            if obj is not None and self.has_view_or_change_permission(request, obj):  # type: ignore[attr-defined]
+                extra_context.update(self.similarity_context(request, obj))
         return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc,no-any-return]
 
     def similarity_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
@@ -112,7 +119,7 @@ class SimilarityAdminMixin:
             "similarity_can_reindex": self.has_reindex_permission(request),
             "similarity_reindex_url": reverse(
                 f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_reindex",  # type: ignore[attr-defined]
-                args=[obj.pk],
+                args=[quote(obj.pk)],
             ),
             "similarity_states": list(
                 IndexState.objects.filter(model_label=label, object_id=key).order_by("modality")
@@ -131,7 +138,7 @@ class SimilarityAdminMixin:
                     "title": spec.get_title(hit.object),
                     "change_url": reverse(
                         f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",  # type: ignore[attr-defined]
-                        args=[hit.pk],
+                        args=[quote(hit.pk)],
                     ),
                 }
                 for hit in result
@@ -143,14 +150,22 @@ class SimilarityAdminMixin:
         return require_POST(self._reindex)(request, object_id)
 
     def _reindex(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        # Permissions before the lookup, so a refused user learns nothing about which objects exist.
         require_permission(request, REINDEX)
-        obj = get_object_or_404(self.model, pk=object_id)  # type: ignore[attr-defined]
+        if not self.has_view_or_change_permission(request):  # type: ignore[attr-defined]
+            raise PermissionDenied
+        # Through get_object, so the ModelAdmin's get_queryset decides what this user may reach.
+        obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if obj is None:
+            raise Http404(f"No {self.model._meta.verbose_name} with the key “{object_id}”.")  # type: ignore[attr-defined]
+        if not self.has_view_or_change_permission(request, obj):  # type: ignore[attr-defined]
+            raise PermissionDenied
         services.capture_changes(self.model, [obj.pk])  # type: ignore[attr-defined]
         self.message_user(request, f"“{obj}” was queued for re-indexing.", messages.SUCCESS)  # type: ignore[attr-defined]
         opts = self.model._meta  # type: ignore[attr-defined]
         return HttpResponseRedirect(
             reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",  # type: ignore[attr-defined]
-                    args=[obj.pk])
+                    args=[quote(obj.pk)])
         )
 
     @admin.action(description="Reindex selected", permissions=["reindex"])
@@ -160,8 +175,25 @@ class SimilarityAdminMixin:
         self.message_user(request, f"{count} {noun} queued for re-indexing.", messages.SUCCESS)  # type: ignore[attr-defined]
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the app writes itself: shown in the admin, never added, edited or deleted by hand.
+
+    A hand-made index state would claim a vector that is not in the index; an edited or deleted
+    outbox row would lose or corrupt a change still to be indexed.
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(IndexState)
-class IndexStateAdmin(admin.ModelAdmin):
+class IndexStateAdmin(ReadOnlyAdmin):
     list_display = ["model_label", "object_id", "modality", "status", "model_version", "indexed_at", "error"]
     list_filter = ["status", "modality", "model_label"]
     search_fields = ["object_id", "error"]
@@ -170,12 +202,15 @@ class IndexStateAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         custom = [
-            path("explorer/", self.admin_site.admin_view(self.explorer_view), name="similarity_explorer"),
+            # csrf_exempt only at the door: the explorer installs its upload-size handler and then
+            # applies csrf_protect itself, since CSRF middleware would read the body before that.
+            path("explorer/", self.admin_site.admin_view(csrf_exempt(self.explorer_view)),
+                 name="similarity_explorer"),
             path("health/", self.admin_site.admin_view(self.health_view), name="similarity_health"),
         ]
         return custom + super().get_urls()
 
-    def explorer_view(self, request: HttpRequest) -> TemplateResponse:
+    def explorer_view(self, request: HttpRequest) -> HttpResponse:
         require_permission(request, VIEW_SIMILARITY)
         return admin_views.explorer(request, self.admin_site)
 
@@ -185,7 +220,7 @@ class IndexStateAdmin(admin.ModelAdmin):
 
 
 @admin.register(PendingChange)
-class PendingChangeAdmin(admin.ModelAdmin):
+class PendingChangeAdmin(ReadOnlyAdmin):
     list_display = ["model_label", "object_id", "action", "created_at", "processed_at", "attempts"]
     list_filter = ["action", "model_label"]
 

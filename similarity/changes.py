@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 from django.db.models import Min, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -48,17 +48,23 @@ def write_outbox(label: str, index_keys: Iterable[str] = (), remove_keys: Iterab
         for key in keys
     ]
     if rows:
-        PendingChange.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["model_label", "object_id"],
-            update_fields=["action", "created_at", "processed_at", "token"],
-        )
+        upsert(PendingChange, rows, unique_fields=["model_label", "object_id"],
+               update_fields=["action", "created_at", "processed_at", "token"])
     if waiting:
-        IndexState.objects.bulk_create(
+        upsert(
+            IndexState,
             [IndexState(model_label=label, object_id=key, modality=modality, status=Status.PENDING, updated_at=Now())
              for key in waiting for modality in Modality.values],
-            update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
-            update_fields=["status", "updated_at"],
+            unique_fields=["model_label", "object_id", "modality"], update_fields=["status", "updated_at"],
         )
+
+
+def upsert(model: Any, rows: list[Any], *, unique_fields: list[str], update_fields: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE on every backend: PostgreSQL and SQLite name the unique
+    fields; MySQL and MariaDB cannot (their ON DUPLICATE KEY UPDATE uses every unique key)."""
+    connection = connections[router.db_for_write(model)]
+    target = unique_fields if connection.features.supports_update_conflicts_with_target else None
+    model._default_manager.bulk_create(rows, update_conflicts=True, unique_fields=target, update_fields=update_fields)
 
 
 def dispatch_committed(label: str, index_keys: Iterable[str] = (), remove_keys: Iterable[str] = ()) -> None:

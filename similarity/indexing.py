@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import registry
-from .changes import db_now, pending_tokens, settle_outbox
+from .changes import db_now, pending_tokens, settle_outbox, upsert
 from .conf import get_settings
 from .exceptions import EncodingError
 from .index.base import PointData, VectorIndex
@@ -245,8 +245,8 @@ def index_products(
                 )
             )
     with transaction.atomic():
-        IndexState.objects.bulk_create(
-            new_states, update_conflicts=True, unique_fields=["model_label", "object_id", "modality"],
+        upsert(
+            IndexState, new_states, unique_fields=["model_label", "object_id", "modality"],
             update_fields=["status", "content_hash", "model_version", "error", "updated_at", "indexed_at"],
         )
         if gone:

@@ -82,10 +82,15 @@ def _hold_off_writers(checkpoint: RebuildCheckpoint) -> None:
     """Make every transaction that records a change wait until this one commits (it waits for
     those in flight first): a table lock on PostgreSQL, the database write lock on SQLite."""
     connection = connections[RebuildCheckpoint.objects.db]
+    table = connection.ops.quote_name(PendingChange._meta.db_table)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {PendingChange._meta.db_table} IN SHARE ROW EXCLUSIVE MODE")
-    else:  # SQLite takes its single write lock at the first write; MySQL locks the rows written
+            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+    elif connection.vendor == "mysql":  # next-key locks on the whole index: inserts and updates wait
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {table} FOR UPDATE")
+            cursor.fetchall()
+    else:  # SQLite takes its single write lock at the first write
         RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=F("last_key"))
 
 

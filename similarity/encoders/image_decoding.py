@@ -16,10 +16,19 @@ from ..exceptions import EncodingError
 WORKING_SIZE = 512
 #: wider/taller than this ratio → padded to a square, so the centre crop keeps the object
 MAX_ASPECT = 2.0
+#: formats that ``draft`` decodes at reduced scale: JPEG and the cameras' multi-picture JPEG
+DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
 
 
-def open_image(fp: str | IO[bytes], *, name: str, max_pixels: int) -> Image.Image:
+def open_image(fp: str | IO[bytes], *, name: str, max_pixels: int, draft: int | None = None) -> Image.Image:
     """Decode ``fp`` into an RGB image of at most ``WORKING_SIZE`` on the long side.
+
+    Without ``draft`` (the workers), ``max_pixels`` caps the stored size (width × height in the
+    header) and a JPEG is then decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that still
+    covers ``WORKING_SIZE``. With ``draft``, a JPEG is asked for that reduced scale (covering
+    ``draft`` × ``draft``) *before* the check, so ``max_pixels`` caps the pixels actually decoded:
+    the web process uses this to read a large camera JPEG under a low limit, since decoding it at
+    1/8 scale needs 1/64 of the memory. Other formats are always checked at their stored size.
 
     Raises :class:`EncodingError` with a sentence a merchandiser can act on.
     """
@@ -28,6 +37,8 @@ def open_image(fp: str | IO[bytes], *, name: str, max_pixels: int) -> Image.Imag
             # We apply our own pixel limit below; Pillow's bomb warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(fp)
+            if draft is not None and image.format in DRAFT_FORMATS:
+                image.draft("RGB", (draft, draft))
             width, height = image.size
             if width * height > max_pixels:
                 raise EncodingError(
