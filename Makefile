@@ -22,6 +22,8 @@ $(VENV)/.installed: requirements/base.txt requirements/dev.txt
 
 venv: $(VENV)/.installed
 
+# The demo is local development: DEBUG on, a dev-only secret key (config/settings.py).
+demo: export DJANGO_DEBUG := 1
 demo: venv
 	$(PY) manage.py migrate --noinput
 	@if [ -f $(DATASET)/catalog.csv ]; then \

@@ -36,6 +36,7 @@ def _setup(device: str, workdir: Path) -> None:
     os.environ["VAR_DIR"] = str(workdir)
     os.environ["SIMILARITY_DEVICE"] = device
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ.setdefault("DJANGO_DEBUG", "1")  # a local measurement, not a deployment
     # The embedded default is what is measured (SQLite, Qdrant Edge, tasks in-process), whatever
     # service URLs the calling shell (CI) has set.
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL", "REDIS_CACHE_URL"):
