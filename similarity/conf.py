@@ -29,6 +29,17 @@ class IndexSettings:
     collection: str = "similarity"
     lock_timeout: float = 10.0
     timeout: float = 5.0
+    #: HNSW graph: edges per node and candidates while building; candidates while searching
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef: int = 128
+    #: segments with more vector data than this (KB) get an HNSW graph when optimised; smaller
+    #: ones are scanned (Qdrant's default threshold)
+    indexing_threshold_kb: int = 10_000
+    #: "int8": scalar quantisation, kept in RAM, with rescoring by the original vectors; "": none
+    quantization: str = ""
+    #: original vectors on disk (memory-mapped) instead of in RAM
+    on_disk: bool = False
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ touches another's points.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,11 @@ def rebuild_index(
                 progress(len(batch))
         applied = _catch_up(spec, target, since=checkpoint.started_at, report=report,
                             skip=frozenset(report.covered))
+        # HNSW graphs are built before the switch (nobody reads this generation yet), so the new
+        # generation goes live indexed; the few points of the last pass are scanned until the next.
+        started = time.perf_counter()
+        target.optimize()
+        logger.info("optimised %s in %.1f s", target.generation, time.perf_counter() - started)
         # The last changes, and the switch, while no change can be recorded: a change committed
         # at any moment before the switch is in the new generation; any later one is indexed by
         # the live path into the new generation.

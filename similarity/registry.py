@@ -123,7 +123,7 @@ def vector_index(model: Any = None) -> Any:
         lambda: import_string(conf.backend)(
             url=conf.url, api_key=conf.api_key, path=conf.path,
             collection=spec.collection_name(conf.collection),
-            lock_timeout=conf.lock_timeout, timeout=conf.timeout,
+            lock_timeout=conf.lock_timeout, timeout=conf.timeout, tuning=conf,
         ),
     )
 

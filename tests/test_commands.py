@@ -277,3 +277,30 @@ def test_the_outbox_purge_keeps_what_an_unfinished_rebuild_needs(dispatched):
     RebuildCheckpoint.objects.all().delete()
     purge_outbox()
     assert PendingChange.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuilt_generation_goes_live_already_indexed(dispatched, settings):
+    settings.SIMILARITY = {**settings.SIMILARITY, "INDEX": {**settings.SIMILARITY["INDEX"], "INDEXING_THRESHOLD_KB": 1}}
+    products = [factories.product(f"Lamp {n}", description="brass desk lamp") for n in range(12)]
+    run("similarity_reindex", "--all")
+    live = registry.vector_index()
+    assert live.indexed_vectors() == 12
+    seen_during: list[str] = []
+    import similarity.rebuild as rebuild
+
+    real_optimize = type(live).optimize
+
+    def watching(index):
+        seen_during.append(services.find_similar(products[0]).status)  # readers during the optimise
+        return real_optimize(index)
+
+    type(live).optimize = watching
+    try:
+        run("similarity_reindex", "--all", "--restart")
+    finally:
+        type(live).optimize = real_optimize
+    assert rebuild  # the optimise ran inside the rebuild, before the switch
+    assert seen_during == ["ok"], "the live generation answers while the new one is optimised"
+    assert live.indexed_vectors() == 12, "the new generation went live with every text vector in the graph"
+    assert services.find_similar(products[0]).ok

@@ -163,3 +163,27 @@ def test_unreachable_qdrant_server_is_retryable():
     down = QdrantServerIndex(url="http://127.0.0.1:9", collection="products", timeout=1)
     with pytest.raises(IndexUnavailable, match="unreachable"):
         down.query("text", vec(0, 4), limit=1)
+
+
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(backend, tmp_path):
+    """With a tiny indexing threshold, optimise builds HNSW graphs (int8 quantised, rescored);
+    the top results equal an exact scan's."""
+    from similarity.conf import IndexSettings
+
+    tuning = IndexSettings(indexing_threshold_kb=1, quantization="int8", hnsw_ef=64)
+    if backend == "edge":
+        idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="tuned", tuning=tuning)
+    else:
+        idx = QdrantServerIndex(url=":memory:", collection="tuned", tuning=tuning)
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(n) for n in range(1, 301)])
+    assert idx.optimize()
+    if backend == "edge":
+        assert idx.indexed_vectors() == 600, "both named vectors of every point are in a graph"
+    query = vec(7, 4)
+    got = [h.id for h in idx.query("text", query, limit=10)]
+    matrix = np.array([vec(n, 4) for n in range(1, 301)])
+    exact = [pid(int(n) + 1) for n in np.argsort(-(matrix @ np.array(query)))[:10]]
+    assert len(set(got) & set(exact)) >= 9
+    idx.close()

@@ -71,6 +71,10 @@ class VectorIndex(Protocol):
 
     def count(self) -> int: ...
 
+    def optimize(self) -> bool:
+        """Build the HNSW graphs of what is not indexed yet; True when anything changed. A rebuild
+        optimises its new generation before the switch, so it goes live indexed."""
+
     def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
         """Every point, payload only, in pages (for reconciliation)."""
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
 from .base import Hit, PointData, SearchFilter
 
@@ -43,8 +44,9 @@ def _unavailable_on_transport_errors(action: str) -> Iterator[None]:
 class QdrantServerIndex:
     def __init__(
         self, *, url: str = "", api_key: str = "", path: str = "", collection: str = "products",
-        timeout: float = 5.0, client: Any = None, **_: Any,
+        timeout: float = 5.0, client: Any = None, tuning: Any = None, **_: Any,
     ) -> None:
+        self.tuning = tuning or IndexSettings()
         self.url = url
         self.api_key = api_key
         self.location_path = path
@@ -92,12 +94,22 @@ class QdrantServerIndex:
         from qdrant_client import models
 
         generation = f"{self.alias}_{time.strftime('%Y%m%d%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        tuning = self.tuning
+        quantization = (
+            models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+            if tuning.quantization == "int8" else None
+        )
         self.client.create_collection(
             generation,
             vectors_config={
-                vec: models.VectorParams(size=size, distance=models.Distance.COSINE)
+                vec: models.VectorParams(size=size, distance=models.Distance.COSINE, on_disk=tuning.on_disk or None)
                 for vec, size in dims.items()
             },
+            hnsw_config=models.HnswConfigDiff(m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
+                                              full_scan_threshold=tuning.indexing_threshold_kb),
+            optimizers_config=models.OptimizersConfigDiff(indexing_threshold=tuning.indexing_threshold_kb),
+            quantization_config=quantization,
         )
         self._ensure_field_indexes(generation, payload_schema)
         return generation
@@ -182,6 +194,7 @@ class QdrantServerIndex:
             lambda: self.client.query_points(
                 self.name, query=list(vector), using=using, limit=limit,
                 query_filter=to_client_filter(filter) if filter else None, with_payload=True,
+                search_params=self._search_params(),
             ),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
@@ -200,6 +213,27 @@ class QdrantServerIndex:
             if offset is None or not records:
                 return
 
+    def _search_params(self) -> Any:
+        from qdrant_client import models
+
+        rescore = models.QuantizationSearchParams(rescore=True) if self.tuning.quantization else None
+        return models.SearchParams(hnsw_ef=self.tuning.hnsw_ef, quantization=rescore)
+
+    def optimize(self, *, wait: float = 600.0) -> bool:
+        """The server optimises in the background; wait until the collection is green (its
+        segments indexed), so that a rebuilt generation goes live indexed."""
+        from qdrant_client import models
+
+        deadline = time.monotonic() + wait
+        while True:
+            info = self._call("read the collection", lambda: self.client.get_collection(self.name))
+            if info.status == models.CollectionStatus.GREEN:
+                return True
+            if time.monotonic() >= deadline:
+                logger.warning("collection %s still optimising after %.0f s", self.name, wait)
+                return False
+            time.sleep(0.5)
+
     def count(self) -> int:
         return int(self._call("count points", lambda: self.client.count(self.name, exact=True).count))
 
@@ -214,7 +248,7 @@ class QdrantServerIndex:
     def _generation_index(self, generation: str) -> QdrantServerIndex:
         new = QdrantServerIndex(
             url=self.url, api_key=self.api_key, path=self.location_path, collection=self.alias,
-            timeout=self.timeout, client=self.client,
+            timeout=self.timeout, client=self.client, tuning=self.tuning,
         )
         new._target = generation
         return new
