@@ -12,9 +12,11 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -317,38 +319,99 @@ def bench_find_similar(products: list[Any], n_queries: int) -> dict[str, Any]:
     return out
 
 
-def bench_scale(sizes: list[int], dims: dict[str, int], workdir: Path, n_queries: int) -> dict[str, Any]:
-    """Latency of find_similar's vector part (``services.rank_candidates``: nearest neighbours per
-    modality, the other modality's scores of the candidates, fusion) on a Qdrant Edge index filled
-    with N synthetic points."""
+def _clustered_points(n: int, dims: dict[str, int], *, start: int, clusters: int = 300) -> list[Any]:
+    """Points shaped like catalog embeddings, not uniform noise: each lies near one of
+    ``clusters`` product-type centres (the same centres for every call), in both modalities."""
+    from similarity.index.base import PointData
+
+    centres = {name: np.random.default_rng(100 + d).standard_normal((clusters, d)).astype(np.float32)
+               for name, d in dims.items()}
+    rng = np.random.default_rng(start)
+    kinds = rng.integers(0, clusters, n)
+    points = []
+    for offset, kind in enumerate(kinds):
+        i = start + offset
+        vectors = {}
+        for name, d in dims.items():
+            v = centres[name][kind] + 0.6 * rng.standard_normal(d).astype(np.float32)
+            vectors[name] = (v / np.linalg.norm(v)).tolist()
+        points.append(PointData(str(uuid.UUID(int=i + 1)), vectors,
+                                {"pk": str(i + 1), "group": str(i + 1), "category_ids": [int(kind % 60)],
+                                 "in_stock": bool(rng.random() < 0.8), "model": "bench.synthetic"}))
+    return points
+
+
+def _disk_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def _measure_ranking(
+    index: Any, stored: dict[str, Any], query_ids: list[str], filters: Any,
+) -> tuple[dict[str, Any], dict[str, list[list[str]]]]:
+    """Latency of ``rank_candidates`` per filter, and each query's top 10 (pks)."""
     from similarity import services
     from similarity.index.base import SearchFilter
+
+    row: dict[str, Any] = {}
+    tops: dict[str, list[list[str]]] = {}
+    for name, match in filters:
+        samples: list[float] = []
+        tops[name] = []
+        for point_id in query_ids:
+            flt = SearchFilter(match=match, exclude_ids=frozenset({point_id}))
+            begin = time.perf_counter()
+            ranked = services.rank_candidates(index, stored[point_id].vectors, flt, fetch=100,
+                                              weights={"image": 0.3, "text": 0.7})
+            samples.append(time.perf_counter() - begin)
+            tops[name].append([payload["pk"] for _s, _m, payload in ranked[:10]])
+        row[name] = _percentiles(samples)
+    return row, tops
+
+
+def bench_scale(sizes: list[int], dims: dict[str, int], workdir: Path, n_queries: int,
+                quantization: str = "") -> dict[str, Any]:
+    """find_similar's vector part (``rank_candidates``: nearest neighbours per modality, the other
+    modality's scores, fusion) on a Qdrant Edge index of N clustered synthetic points: before the
+    optimise (a full scan: exact) and after it (HNSW), with recall@10 of the fused top 10 against
+    the exact one, build time, RAM and disk."""
+    import resource
+
+    from similarity.conf import IndexSettings
     from similarity.index.edge import QdrantEdgeIndex
 
-    index = QdrantEdgeIndex(path=str(workdir / "scale-edge"), collection="scale")
-    index.ensure(dims, SCHEMA)
-    filled = 0
     out: dict[str, Any] = {}
-    rng = np.random.default_rng(3)
     for size in sorted(sizes):
-        fill_start = time.perf_counter()
-        for start in range(filled, size, 1000):
-            index.upsert(_random_points(min(1000, size - start), dims, seed=start, start=start))
-        fill = time.perf_counter() - fill_start
-        filled = size
-        query_ids = [str(__import__("uuid").UUID(int=int(i) + 1)) for i in rng.choice(size, n_queries)]
-        row: dict[str, Any] = {"fill_seconds": fill}
-        for name, match in (("no_filter", {}), ("filtered", {"category_ids": 7, "in_stock": True})):
-            samples = []
-            for point_id in query_ids:
-                stored = index.retrieve([point_id], with_vectors=True)[point_id]
-                start = time.perf_counter()
-                flt = SearchFilter(match=match, exclude_ids=frozenset({point_id}))
-                services.rank_candidates(index, stored.vectors, flt, fetch=100, weights={"image": 0.3, "text": 0.7})
-                samples.append(time.perf_counter() - start)
-            row[name] = _percentiles(samples)
-        out[str(size)] = row
-    index.close()
+        folder = workdir / f"scale-edge-{size}-{quantization or 'f32'}"
+        shutil.rmtree(folder, ignore_errors=True)
+        tuning = IndexSettings(quantization=quantization)
+        index = QdrantEdgeIndex(path=str(folder), collection="scale", tuning=tuning)
+        index.ensure(dims, SCHEMA)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        started = time.perf_counter()
+        for start in range(0, size, 1000):
+            index.upsert(_clustered_points(min(1000, size - start), dims, start=start))
+        fill = time.perf_counter() - started
+        rng = np.random.default_rng(3)
+        query_ids = [str(uuid.UUID(int=int(i) + 1)) for i in rng.choice(size, n_queries, replace=False)]
+        stored = {pid: index.retrieve([pid], with_vectors=True)[pid] for pid in query_ids}
+        filters = (("no_filter", {}), ("filtered", {"category_ids": 7, "in_stock": True}))
+
+        scan, exact = _measure_ranking(index, stored, query_ids, filters)
+        started = time.perf_counter()
+        index.optimize()
+        optimise = time.perf_counter() - started
+        hnsw, approx = _measure_ranking(index, stored, query_ids, filters)
+        recall = {name: float(np.mean([len(set(a) & set(e)) / max(len(e), 1)
+                                       for a, e in zip(approx[name], exact[name], strict=True)]))
+                  for name in exact}
+        out[str(size)] = {
+            **hnsw, "full_scan": scan, "recall@10": recall, "fill_seconds": fill, "optimize_seconds": optimise,
+            "build_seconds": fill + optimise, "indexed_vectors": index.indexed_vectors(),
+            "ram_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before,
+            "disk_mb": _disk_mb(folder), "quantization": quantization or "none",
+        }
+        index.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -451,9 +514,14 @@ def print_table(results: dict[str, Any]) -> None:
                          f"p99 {p['p99_ms']:7.1f} ms  (n={p['n']})")
     for size, row in results.get("scale", {}).items():
         for name in ("no_filter", "filtered"):
-            p = row[name]
-            lines.append(f"scale {int(size):>8} points {name:<10} p50 {p['p50_ms']:7.1f} ms  p95 "
-                         f"{p['p95_ms']:7.1f} ms  p99 {p['p99_ms']:7.1f} ms")
+            p, scan = row[name], row["full_scan"][name]
+            ratio = scan["p99_ms"] / max(p["p99_ms"], 1e-9)
+            lines.append(f"scale {int(size):>8} points {name:<10} HNSW p50 {p['p50_ms']:7.1f} p99 {p['p99_ms']:7.1f} ms"
+                         f"  | full scan p50 {scan['p50_ms']:7.1f} p99 {scan['p99_ms']:7.1f} ms (x{ratio:.1f} at p99)"
+                         f"  recall@10 {row['recall@10'][name]:.3f}")
+        lines.append(f"scale {int(size):>8} points build {row['build_seconds']:.1f} s (fill {row['fill_seconds']:.1f}"
+                     f" + optimise {row['optimize_seconds']:.1f}), RAM +{row['ram_mb']:.0f} MB,"
+                     f" disk {row['disk_mb']:.0f} MB, quantization {row['quantization']}")
     if "page" in results:
         for name, p in results["page"].items():
             lines.append(f"product page render {name:<11} p50 {p['p50_ms']:7.1f} ms  p95 {p['p95_ms']:7.1f} ms")
@@ -519,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (seconds, not minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--scale", default=None, help="synthetic index sizes, e.g. 10000,100000")
+    parser.add_argument("--quantization", default="", choices=("", "int8"), help="for --only scale")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per throughput measurement, best kept (default 3, 1 with --quick)")
     parser.add_argument("--only", default="encode,reindex,upsert,find_similar,scale,page,freshness,celery",
@@ -550,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         ("find_similar", lambda: bench_find_similar(products, 20 if quick else 200)),
         ("scale", lambda: bench_scale(
             [int(s) for s in args.scale.split(",")] if args.scale else ([2000] if quick else [1000, 10000, 100000]),
-            dims, workdir, 20 if quick else 200)),
+            dims, workdir, 20 if quick else 200, args.quantization)),
         ("page", lambda: bench_page(products, 5 if quick else 30)),
         ("freshness", lambda: bench_freshness(products, 3 if quick else 10)),
         ("celery", lambda: bench_celery_freshness(3 if quick else 10)),

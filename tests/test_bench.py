@@ -28,6 +28,9 @@ def test_quick_bench_writes_json_and_charts(flipkart: Path, tmp_path: Path):
     assert results["reindex"]["reindex_all_products_per_s"] > 0
     assert results["find_similar"]["no_filter"]["p99_ms"] >= results["find_similar"]["no_filter"]["p50_ms"]
     assert results["upsert"]["edge_points_per_s"] > 0
+    scale = results["scale"]["2000"]
+    assert scale["build_seconds"] >= scale["optimize_seconds"] > 0 and scale["disk_mb"] > 0
+    assert 0.0 <= scale["recall@10"]["no_filter"] <= 1.0 and scale["full_scan"]["no_filter"]["n"] == 20
     assert results["page"]["cold_cache"]["n"] == 5
     assert results["freshness"]["embedded"]["n"] == 3
     assert {p.name for p in tmp_path.glob("*.png")} == {"encode_throughput.png", "latency_by_size.png"}
