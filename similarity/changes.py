@@ -82,13 +82,12 @@ def dispatch_committed(label: str, index_keys: Iterable[str] = (), remove_keys: 
         )
 
 
-def pending_tokens(label: str, keys: list[str]) -> list[str]:
+def pending_tokens(label: str, keys: list[str], *, action: str | None = None) -> list[str]:
     """The tokens of the changes waiting for ``keys``: read *before* the objects are read."""
-    return [
-        token for token in PendingChange.objects.filter(
-            model_label=label, object_id__in=keys, processed_at__isnull=True
-        ).values_list("token", flat=True) if token
-    ]
+    rows = PendingChange.objects.filter(model_label=label, object_id__in=keys, processed_at__isnull=True)
+    if action is not None:
+        rows = rows.filter(action=action)
+    return [token for token in rows.values_list("token", flat=True) if token]
 
 
 def settle_outbox(tokens: list[str]) -> None:
@@ -140,9 +139,12 @@ class _Buffer:
 
     def add(self, label: str, index_ids: Iterable[str], remove_ids: Iterable[str]) -> None:
         index, remove = self.index.setdefault(label, set()), self.remove.setdefault(label, set())
-        index.update(index_ids)
-        remove.update(remove_ids)
-        index -= remove
+        index_ids, remove_ids = set(index_ids), set(remove_ids)
+        # the last action on a key wins: deleted then created again (same key) is indexed
+        remove -= index_ids
+        index -= remove_ids
+        index |= index_ids - remove_ids
+        remove |= remove_ids
 
     def flush(self, using: str) -> None:
         index, remove = self.index, self.remove
@@ -216,19 +218,30 @@ def mark_changed(objects: QuerySet[Any] | Iterable[Any], *, model: Any = None,
     return objects_changed(model, pks, using=using)
 
 
-def objects_changed(model: Any, pks: list[Any], *, using: str = DEFAULT_DB_ALIAS) -> int:
-    """Rows ``pks`` of ``model`` were written in bulk: queue the indexed objects they affect
-    (``model``'s own, when it is indexed, and those of every spec that watches it)."""
-    if not pks:
-        return 0
+def affected_ids(model: Any, pks: list[Any], *, watchers_only: bool = False) -> dict[str, list[Any]]:
+    """Spec label → primary keys of the indexed objects that rows ``pks`` of ``model`` affect, as
+    the database holds them now (``model``'s own, when it is indexed, unless ``watchers_only``;
+    and those of every spec that watches it)."""
     model_class: Any = model if isinstance(model, type) else registry.get_spec(model).model_class
     label = model_class._meta.label_lower
-    queued = 0
+    out: dict[str, list[Any]] = {}
     for spec in registry.specs().values():
-        if spec.label == label:
-            queued += capture_changes(spec, index_ids=pks, using=using)
+        if spec.label == label and not watchers_only:
+            out.setdefault(spec.label, []).extend(pks)
         for watch in spec.watches:
             if watch.model.lower() == label:
-                affected = list(watch.ids_for_queryset(model_class._default_manager.filter(pk__in=pks)))
-                queued += capture_changes(spec, index_ids=affected, using=using) if affected else 0
-    return queued
+                out.setdefault(spec.label, []).extend(
+                    watch.ids_for_queryset(model_class._default_manager.filter(pk__in=pks)))
+    return out
+
+
+def objects_changed(model: Any, pks: list[Any], *, using: str = DEFAULT_DB_ALIAS,
+                    also: dict[str, list[Any]] | None = None) -> int:
+    """Rows ``pks`` of ``model`` were written in bulk: queue the indexed objects they affect now,
+    plus ``also`` (what they affected before the write, from :func:`affected_ids`)."""
+    if not pks:
+        return 0
+    targets = affected_ids(model, pks)
+    for label, ids in (also or {}).items():
+        targets.setdefault(label, []).extend(ids)
+    return sum(capture_changes(label, index_ids=ids, using=using) for label, ids in targets.items() if ids)

@@ -26,7 +26,7 @@ from .changes import db_now, pending_tokens, settle_outbox, upsert
 from .conf import get_settings
 from .exceptions import EncodingError
 from .index.base import PointData, VectorIndex
-from .models import IndexState, Status
+from .models import IndexState, PendingChange, Status
 from .results import IndexReport
 from .specs import IndexSpec, text_hash
 
@@ -176,7 +176,7 @@ def index_products(
         if have is not None:
             if item.text and not item.encode_text:
                 item.vectors["text"] = have.vectors["text"]
-            if item.image_blobs and not item.encode_image and not item.image_errors:
+            if item.image_blobs and not item.encode_image:  # made from the readable ones, as now
                 item.vectors["image"] = have.vectors["image"]
 
     # -- encode, in batches ------------------------------------------------------------------
@@ -213,6 +213,15 @@ def index_products(
         }
         points.append(PointData(item.point_id, item.vectors, payload))
     stale = [i.point_id for i in items if not i.vectors] + [spec.point_id(key) for key in gone]
+    # Objects deleted while this batch was encoding are not written back (a delete leaves no
+    # point to compare read times with, so ask the database once more).
+    keys_of = {item.point_id: item.key for item in items}
+    still = {spec.object_key(pk) for pk in spec.get_queryset().filter(
+        pk__in=[spec.to_pk(keys_of[p.id]) for p in points]).values_list("pk", flat=True)}
+    vanished = [p.id for p in points if keys_of[p.id] not in still]
+    if vanished:
+        points = [p for p in points if p.id not in set(vanished)]
+        stale += vanished
     newer = _written_by_newer_reads(index, [p.id for p in points], read_at)
     if newer:  # another task read these objects after us and already wrote them: its state wins
         logger.info("%s: %d objects were indexed from a newer read meanwhile; not overwritten", label, len(newer))
@@ -245,14 +254,16 @@ def index_products(
                 )
             )
     with transaction.atomic():
+        # The outbox first, then the index state: the order a rebuild's final pass takes its
+        # locks in (PostgreSQL would otherwise find a deadlock between the two).
+        if settle:
+            settle_outbox(tokens)
         upsert(
             IndexState, new_states, unique_fields=["model_label", "object_id", "modality"],
             update_fields=["status", "content_hash", "model_version", "error", "updated_at", "indexed_at"],
         )
         if gone:
             IndexState.objects.filter(model_label=label, object_id__in=gone).delete()
-        if settle:
-            settle_outbox(tokens)
     report.covered.extend(tokens)
     report.indexed += len(points)
     report.removed += len(gone)
@@ -277,10 +288,10 @@ def remove_products(ids: Iterable[Any], *, model: Any = None, index: VectorIndex
     keys = sorted({spec.object_key(i) for i in ids})
     if not keys:
         return 0
-    tokens = pending_tokens(spec.label, keys)
+    tokens = pending_tokens(spec.label, keys, action=PendingChange.Action.REMOVE)  # a re-created object stays queued
     index = index or registry.vector_index(spec)
     index.delete([spec.point_id(key) for key in keys])
     with transaction.atomic():
-        IndexState.objects.filter(model_label=spec.label, object_id__in=keys).delete()
         settle_outbox(tokens)
+        IndexState.objects.filter(model_label=spec.label, object_id__in=keys).delete()
     return len(keys)

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import models
 
-from .changes import objects_changed
+from .changes import affected_ids, objects_changed
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +23,12 @@ logger = logging.getLogger(__name__)
 class IndexedQuerySet(models.QuerySet[Any]):
     def update(self, **kwargs: Any) -> int:
         pks = list(self.values_list("pk", flat=True))  # before: the update may move rows out of the filter
+        # Also before: a watched row moved to another parent (an image to another product) changes
+        # the old parent as well as the new one. Queued after the write (in autocommit mode a
+        # queued change is dispatched at once).
+        before = affected_ids(self.model, pks, watchers_only=True) if pks else {}
         count = super().update(**kwargs)
-        objects_changed(self.model, pks, using=self.db)
+        objects_changed(self.model, pks, using=self.db, also=before)
         return count
 
     def bulk_create(self, objs: Iterable[Any], *args: Any, **kwargs: Any) -> list[Any]:

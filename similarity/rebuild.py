@@ -73,6 +73,10 @@ def rebuild_index(
         # The last changes, and the switch, while no change can be recorded: a change committed
         # at any moment before the switch is in the new generation; any later one is indexed by
         # the live path into the new generation.
+        if connections[RebuildCheckpoint.objects.db].vendor == "mysql":
+            # the next transaction only: at READ COMMITTED, InnoDB's FOR UPDATE takes no gap locks
+            with connections[RebuildCheckpoint.objects.db].cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         with transaction.atomic():
             _hold_off_writers(checkpoint)
             _catch_up(spec, target, since=checkpoint.started_at, report=report, skip=applied)

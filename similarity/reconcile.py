@@ -116,10 +116,11 @@ def reconcile(model: Any = None, *, fix: bool = False, batch_size: int = 256) ->
             drift.keys["ghost"].append(key)
     drift.seconds = round(time.perf_counter() - clock, 3)
     if fix and drift.total:
-        ghosts = set(drift.keys["ghost"])
-        stale = {key for kind, keys in drift.keys.items() if kind != "ghost" for key in keys}
+        # Ghosts go through indexing too: it removes the points of objects that are gone, and
+        # keeps an object created after the database scan (not a ghost after all).
+        every = {key for keys in drift.keys.values() for key in keys}
         with transaction.atomic():
-            capture_changes(spec, index_ids=sorted(stale), remove_ids=sorted(ghosts))
+            capture_changes(spec, index_ids=sorted(every))
         drift.fixed = True
     ReconcileRun.objects.create(
         model_label=spec.label, started_at=started, checked=drift.checked, points=drift.points,

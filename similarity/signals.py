@@ -14,7 +14,7 @@ from typing import Any
 from django.apps import apps
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, router
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 
 from . import registry
@@ -42,8 +42,26 @@ def _watch_handler(spec: IndexSpec, watch: Watch, *, deleting: bool) -> Any:
         if raw:
             return
         ids = list(watch.ids_before_delete(instance) if deleting else watch.to_ids(instance))
+        if not deleting:
+            ids += getattr(instance, "_similarity_before", {}).pop(id(watch), [])
         if ids:
             capture_changes(spec, index_ids=ids, using=kwargs.get("using") or DEFAULT_DB_ALIAS)
+
+    return handler
+
+
+def _watch_before_save(spec: IndexSpec, watch: Watch) -> Any:
+    """A watched row about to be saved: the objects it affects *as stored* (an image moved to
+    another product changes the old product too; ``post_save`` sees only the new one)."""
+
+    def handler(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+        if raw or instance._state.adding or instance.pk is None:
+            return
+        stored = sender._default_manager.filter(pk=instance.pk).first()
+        # Kept for post_save: queued now, autocommit would dispatch before the row is written.
+        before = getattr(instance, "_similarity_before", {})
+        before[id(watch)] = list(watch.to_ids(stored)) if stored is not None else []
+        instance._similarity_before = before
 
     return handler
 
@@ -92,6 +110,7 @@ def connect() -> None:
             _connect(m2m_changed, _m2m_handler(spec), through, f"similarity:{label}:m2m:{field.name}")
         for position, watch in enumerate(spec.watches):
             watched = apps.get_model(watch.model)
+            _connect(pre_save, _watch_before_save(spec, watch), watched, f"similarity:{label}:watch{position}:presave")
             _connect(post_save, _watch_handler(spec, watch, deleting=False), watched,
                      f"similarity:{label}:watch{position}:save")
             _connect(pre_delete, _watch_handler(spec, watch, deleting=True), watched,

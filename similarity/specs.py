@@ -64,7 +64,10 @@ class Filter:
             path = payload.get(self.relative_to) or []
             if not path:
                 return None
-            level = len(path) if value is True else max(1, int(value))
+            try:
+                level = len(path) if value is True else max(1, int(value))
+            except (TypeError, ValueError):
+                raise UnknownFilter(f"the filter {name!r} takes True or a depth (1, 2, ...), not {value!r}") from None
             return "match", path[min(level, len(path)) - 1]
         if self.type == PayloadType.BOOL:
             return "match", bool(value)

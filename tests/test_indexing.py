@@ -343,3 +343,33 @@ def test_an_older_read_never_overwrites_a_newer_one(dispatched):
         indexing.read_images = real_read_images
     point_id = registry.get_spec().point_id(p.pk)
     assert registry.vector_index().retrieve([point_id])[point_id].payload["price"] == 25.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_product_deleted_while_its_batch_encodes_is_not_written_back(dispatched):
+    from similarity import indexing
+
+    p = factories.product("Kettle")
+    real_read_images = indexing.read_images
+
+    def deleting(spec, obj, limit):
+        Product.objects.filter(pk=p.pk).delete()  # committed while this task is between read and write
+        return real_read_images(spec, obj, limit)
+
+    indexing.read_images = deleting
+    try:
+        services.index_products([p.pk])
+    finally:
+        indexing.read_images = real_read_images
+    assert registry.vector_index().retrieve([registry.get_spec().point_id(p.pk)]) == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_unreadable_image_never_costs_the_others_their_vector(encodes):
+    p = factories.product("Lamp", image=factories.png_bytes())
+    factories.add_image(p, b"not an image", name="broken.png", position=1)
+    services.index_products([p.pk])
+    point_id = registry.get_spec().point_id(p.pk)
+    for _ in range(2):  # payload-only changes: the image vector stays, without re-encoding
+        Product.objects.filter(pk=p.pk).update(price=12)
+        assert "image" in registry.vector_index().retrieve([point_id], with_vectors=True)[point_id].vectors

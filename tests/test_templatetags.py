@@ -237,3 +237,8 @@ def test_a_qdrant_answering_404_is_unavailable_not_a_500(towels: dict[str, Any],
         assert response.status_code == 200 and "data-fallback" in response.content.decode()
     finally:
         server.shutdown()
+
+
+def test_a_bad_filter_value_from_a_template_never_breaks_the_page(towels: dict[str, Any]) -> None:
+    html = render('{% similar_products_widget product limit=3 same_category="yes" %}', product=towels["red"])
+    assert "data-fallback" in html

@@ -104,3 +104,32 @@ def test_many_to_many_changes_from_either_side(settings: Any) -> None:
     assert payload(post)["tags"] == ["leather"]
     post.tags.clear()
     assert payload(post)["tags"] == []
+
+
+def test_an_image_moved_to_another_product_reindexes_both() -> None:
+    a = factories.product("Lamp", image=factories.png_bytes((200, 0, 0)))
+    b = factories.product("Chair")
+    spec, index = registry.get_spec(), registry.vector_index()
+
+    def has_image(p: Product) -> bool:
+        return "image" in index.retrieve([spec.point_id(p.pk)], with_vectors=True)[spec.point_id(p.pk)].vectors
+
+    assert has_image(a) and not has_image(b)
+    picture = a.images.get()
+    picture.product = b
+    picture.save()  # the old product is queued too (pre_save), not only the new one
+    assert not has_image(a) and has_image(b)
+    ProductImage.objects.filter(pk=picture.pk).update(product=a)  # and through QuerySet.update
+    assert has_image(a) and not has_image(b)
+
+
+def test_deleted_and_created_again_under_the_same_key_in_one_transaction_is_indexed(settings: Any) -> None:
+    from tests.testapp.models import Recipe
+
+    settings.SIMILARITY = {**settings.SIMILARITY, "SPECS": ["tests.testapp.specs.RecipeSpec"]}
+    Recipe.objects.create(code="pad-thai", name="Pad thai", cuisine="thai")
+    with transaction.atomic():
+        Recipe.objects.filter(code="pad-thai").delete()
+        Recipe.objects.create(code="pad-thai", name="Pad thai with tofu", cuisine="thai")
+    assert payload(Recipe.objects.get(code="pad-thai"))["pk"] == "pad-thai"
+    assert services.index_health("testapp.recipe")["pending_changes"] == 0
