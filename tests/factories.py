@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 from decimal import Decimal
@@ -54,3 +55,20 @@ def add_image(obj: Product, image: bytes | Path, name: str = "image.png", positi
     picture.image.save(name, ContentFile(data), save=False)
     picture.save()
     return picture
+
+
+#: the canonical catalog CSV header (catalog.importer)
+CSV_HEADER = ["sku", "title", "description", "brand", "category", "price", "image"]
+
+
+def write_csv(folder: Path, rows: list[dict[str, str]], *, encoding: str = "utf-8",
+              name: str = "catalog.csv") -> Path:
+    """A catalog CSV in ``folder`` (missing columns left empty)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with open(path, "w", newline="", encoding=encoding) as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_HEADER)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in CSV_HEADER})
+    return path

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -14,17 +12,7 @@ from similarity import changes, registry, services
 from similarity.models import IndexState, PendingChange, RebuildCheckpoint
 from tests import factories
 
-HEADER = ["sku", "title", "description", "brand", "category", "price", "image"]
-
-
-def write_csv(folder: Path, rows: list[dict[str, str]]) -> Path:
-    path = folder / "catalog.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HEADER)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in HEADER})
-    return path
+write_csv = factories.write_csv
 
 
 def run(*args: str) -> tuple[str, str]:

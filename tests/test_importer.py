@@ -3,7 +3,6 @@ only from where they may, and the exit status tells a script what happened."""
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from collections.abc import Iterator
@@ -20,20 +19,10 @@ from catalog.management.commands.import_catalog import Command
 from catalog.models import Category, Product
 from tests import factories
 
-HEADER = ["sku", "title", "description", "brand", "category", "price", "image"]
 PNG = factories.png_bytes()
 
 
-def write_csv(folder: Path, rows: list[dict[str, str]], *, encoding: str = "utf-8",
-              name: str = "catalog.csv") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    with open(path, "w", newline="", encoding=encoding) as fh:
-        writer = csv.DictWriter(fh, fieldnames=HEADER)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in HEADER})
-    return path
+write_csv = factories.write_csv
 
 
 def run(*args: str) -> tuple[str, str]:
