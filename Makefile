@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DATASET := ../shared/datasets/flipkart-1050
+RETAIL := ../shared/datasets/online-retail
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -34,7 +35,17 @@ demo: venv
 	fi
 	@# import_catalog indexed each batch after its commit; --pending picks up anything left over
 	$(PY) manage.py similarity_reindex --pending
+	@# the staff tools' review queue (docs/staff-tools.md): Admin > Similarity > Duplicate candidates
+	$(PY) manage.py similarity_duplicates --queue --json var/duplicates.json
 	$(PY) manage.py similar "$$($(PY) manage.py shell -v 0 -c "$$PICK_EXAMPLE")" --limit 5
+	@# behaviour (docs/behaviour.md): real baskets of online-retail, so "bought together" shows
+	@# real complements; import_events and import_catalog skip what is already there
+	@if [ -f $(RETAIL)/transactions.csv ]; then \
+		$(PY) manage.py import_catalog $(RETAIL)/catalog.csv && \
+		$(PY) manage.py similarity_reindex --pending && \
+		$(PY) manage.py import_events $(RETAIL)/transactions.csv --columns order=invoice,visitor=customer,price=unit_price && \
+		$(PY) manage.py similarity_train --behaviour; \
+	fi
 	$(PY) manage.py ensure_demo_admin
 	$(PY) manage.py runserver 127.0.0.1:8000
 

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -22,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.reindex import bench_reindex, bench_text_int8
+from bench.reindex import table_lines as reindex_table_lines
+from bench.scale import bench_scale
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET = ROOT.parent / "shared" / "datasets" / "flipkart-1050"
@@ -240,25 +243,7 @@ class _BlobDataset:
 # ---------------------------------------------------------------------------------------------
 # Indexing end to end
 # ---------------------------------------------------------------------------------------------
-def bench_reindex(products: list[Any], n_single: int, batch_size: int) -> dict[str, Any]:
-    from django.core.management import call_command
-
-    from similarity import services
-
-    sink = io.StringIO()
-    elapsed = _timed(lambda: call_command("similarity_reindex", "--all", "--restart",
-                                          f"--batch-size={batch_size}", stdout=sink))
-    batched = len(products) / elapsed
-    ids = [p.pk for p in products[:n_single]]
-    single_elapsed = _timed(lambda: [services.index_products([pk], force=True) for pk in ids])
-    single = len(ids) / single_elapsed
-    return {"products": len(products), "batch_size": batch_size, "reindex_all_products_per_s": batched,
-            "reindex_all_seconds": elapsed, "one_at_a_time_products": len(ids),
-            "one_at_a_time_products_per_s": single, "speedup": batched / single}
-
-
 def _random_points(n: int, dims: dict[str, int], seed: int, start: int = 0) -> list[Any]:
-    import uuid
 
     from similarity.index.base import PointData
 
@@ -316,102 +301,6 @@ def bench_find_similar(products: list[Any], n_queries: int) -> dict[str, Any]:
             samples.append(time.perf_counter() - start)
             assert result.ok, result.message
         out[name] = _percentiles(samples)
-    return out
-
-
-def _clustered_points(n: int, dims: dict[str, int], *, start: int, clusters: int = 300) -> list[Any]:
-    """Points shaped like catalog embeddings, not uniform noise: each lies near one of
-    ``clusters`` product-type centres (the same centres for every call), in both modalities."""
-    from similarity.index.base import PointData
-
-    centres = {name: np.random.default_rng(100 + d).standard_normal((clusters, d)).astype(np.float32)
-               for name, d in dims.items()}
-    rng = np.random.default_rng(start)
-    kinds = rng.integers(0, clusters, n)
-    points = []
-    for offset, kind in enumerate(kinds):
-        i = start + offset
-        vectors = {}
-        for name, d in dims.items():
-            v = centres[name][kind] + 0.6 * rng.standard_normal(d).astype(np.float32)
-            vectors[name] = (v / np.linalg.norm(v)).tolist()
-        points.append(PointData(str(uuid.UUID(int=i + 1)), vectors,
-                                {"pk": str(i + 1), "group": str(i + 1), "category_ids": [int(kind % 60)],
-                                 "in_stock": bool(rng.random() < 0.8), "model": "bench.synthetic"}))
-    return points
-
-
-def _disk_mb(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
-def _measure_ranking(
-    index: Any, stored: dict[str, Any], query_ids: list[str], filters: Any,
-) -> tuple[dict[str, Any], dict[str, list[list[str]]]]:
-    """Latency of ``rank_candidates`` per filter, and each query's top 10 (pks)."""
-    from similarity import services
-    from similarity.index.base import SearchFilter
-
-    row: dict[str, Any] = {}
-    tops: dict[str, list[list[str]]] = {}
-    for name, match in filters:
-        samples: list[float] = []
-        tops[name] = []
-        for point_id in query_ids:
-            flt = SearchFilter(match=match, exclude_ids=frozenset({point_id}))
-            begin = time.perf_counter()
-            ranked = services.rank_candidates(index, stored[point_id].vectors, flt, fetch=100,
-                                              weights={"image": 0.3, "text": 0.7})
-            samples.append(time.perf_counter() - begin)
-            tops[name].append([payload["pk"] for _s, _m, payload in ranked[:10]])
-        row[name] = _percentiles(samples)
-    return row, tops
-
-
-def bench_scale(sizes: list[int], dims: dict[str, int], workdir: Path, n_queries: int,
-                quantization: str = "") -> dict[str, Any]:
-    """find_similar's vector part (``rank_candidates``: nearest neighbours per modality, the other
-    modality's scores, fusion) on a Qdrant Edge index of N clustered synthetic points: before the
-    optimise (a full scan: exact) and after it (HNSW), with recall@10 of the fused top 10 against
-    the exact one, build time, RAM and disk."""
-    import resource
-
-    from similarity.conf import IndexSettings
-    from similarity.index.edge import QdrantEdgeIndex
-
-    out: dict[str, Any] = {}
-    for size in sorted(sizes):
-        folder = workdir / f"scale-edge-{size}-{quantization or 'f32'}"
-        shutil.rmtree(folder, ignore_errors=True)
-        tuning = IndexSettings(quantization=quantization)
-        index = QdrantEdgeIndex(path=str(folder), collection="scale", tuning=tuning)
-        index.ensure(dims, SCHEMA)
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        started = time.perf_counter()
-        for start in range(0, size, 1000):
-            index.upsert(_clustered_points(min(1000, size - start), dims, start=start))
-        fill = time.perf_counter() - started
-        rng = np.random.default_rng(3)
-        query_ids = [str(uuid.UUID(int=int(i) + 1)) for i in rng.choice(size, n_queries, replace=False)]
-        stored = {pid: index.retrieve([pid], with_vectors=True)[pid] for pid in query_ids}
-        filters = (("no_filter", {}), ("filtered", {"category_ids": 7, "in_stock": True}))
-
-        scan, exact = _measure_ranking(index, stored, query_ids, filters)
-        started = time.perf_counter()
-        index.optimize()
-        optimise = time.perf_counter() - started
-        hnsw, approx = _measure_ranking(index, stored, query_ids, filters)
-        recall = {name: float(np.mean([len(set(a) & set(e)) / max(len(e), 1)
-                                       for a, e in zip(approx[name], exact[name], strict=True)]))
-                  for name in exact}
-        out[str(size)] = {
-            **hnsw, "full_scan": scan, "recall@10": recall, "fill_seconds": fill, "optimize_seconds": optimise,
-            "build_seconds": fill + optimise, "indexed_vectors": index.indexed_vectors(),
-            "ram_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before,
-            "disk_mb": _disk_mb(folder), "quantization": quantization or "none",
-        }
-        index.close()
-        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -499,9 +388,10 @@ def print_table(results: dict[str, Any]) -> None:
     if e2e:
         lines.append(
             f"similarity_reindex --all: {e2e['reindex_all_products_per_s']:.1f} products/s (batch "
-            f"{e2e['batch_size']}, {e2e['products']} products) vs one at a time "
-            f"{e2e['one_at_a_time_products_per_s']:.1f} products/s: {e2e['speedup']:.1f}x"
+            f"{e2e['batch_size']}, {e2e['products']} products) vs the plain one-at-a-time fp32 loop "
+            f"{e2e['one_at_a_time_products_per_s']:.1f} products/s: {e2e['speedup']:.2f}x"
         )
+    lines += reindex_table_lines(results)[1 if e2e else 0 :]  # the headline is printed above
     if "upsert" in results:
         up = results["upsert"]
         lines.append(f"upsert (batches of {up['batch']}): Qdrant Edge {up['edge_points_per_s']:.0f} points/s "
@@ -512,16 +402,25 @@ def print_table(results: dict[str, Any]) -> None:
         for name, p in results["find_similar"].items():
             lines.append(f"find_similar {name:<26} p50 {p['p50_ms']:7.1f} ms  p95 {p['p95_ms']:7.1f} ms  "
                          f"p99 {p['p99_ms']:7.1f} ms  (n={p['n']})")
-    for size, row in results.get("scale", {}).items():
-        for name in ("no_filter", "filtered"):
-            p, scan = row[name], row["full_scan"][name]
-            ratio = scan["p99_ms"] / max(p["p99_ms"], 1e-9)
-            lines.append(f"scale {int(size):>8} points {name:<10} HNSW p50 {p['p50_ms']:7.1f} p99 {p['p99_ms']:7.1f} ms"
-                         f"  | full scan p50 {scan['p50_ms']:7.1f} p99 {scan['p99_ms']:7.1f} ms (x{ratio:.1f} at p99)"
-                         f"  recall@10 {row['recall@10'][name]:.3f}")
-        lines.append(f"scale {int(size):>8} points build {row['build_seconds']:.1f} s (fill {row['fill_seconds']:.1f}"
-                     f" + optimise {row['optimize_seconds']:.1f}), RAM +{row['ram_mb']:.0f} MB,"
-                     f" disk {row['disk_mb']:.0f} MB, quantization {row['quantization']}")
+    for size, top in results.get("scale", {}).items():
+        variants = [(top.get("quantization", "?") + ("+disk" if top.get("on_disk") else ""), top)]
+        variants += [(k, v) for k, v in top.items() if isinstance(v, dict) and "build_seconds" in v]
+        for variant, row in variants:
+            if "error" in row:
+                lines.append(f"scale {int(size):>8} {variant}: not measured: {row['error']}")
+                continue
+            for name in ("no_filter", "filtered"):
+                p, naive = row[name], row["five_round_trips"][name]
+                lines.append(
+                    f"scale {int(size):>8} {variant:<10} {name:<10} one request p50 {p['p50_ms']:6.1f} "
+                    f"p95 {p['p95_ms']:6.1f} p99 {p['p99_ms']:6.1f} ms | five round trips p50 "
+                    f"{naive['p50_ms']:6.1f} p99 {naive['p99_ms']:6.1f} ms "
+                    f"(x{naive['p50_ms'] / max(p['p50_ms'], 1e-9):.1f}"
+                    f" at p50) | recall@10 vs exact {row['recall@10'][name]:.3f}")
+            lines.append(f"scale {int(size):>8} {variant:<10} build {row['build_seconds']:.1f} s (fill "
+                         f"{row['fill_seconds']:.1f} + optimise {row['optimize_seconds']:.1f}), "
+                         f"RAM +{row['ram_mb']:.0f} MB"
+                         f" (peak RSS {row['peak_rss_mb']:.0f} MB), disk {row['disk_mb']:.0f} MB")
     if "page" in results:
         for name, p in results["page"].items():
             lines.append(f"product page render {name:<11} p50 {p['p50_ms']:7.1f} ms  p95 {p['p95_ms']:7.1f} ms")
@@ -563,7 +462,7 @@ def charts(results: dict[str, Any], folder: Path) -> list[Path]:
         plt.close(fig)
     if results.get("scale"):
         fig, ax = plt.subplots(figsize=(6.5, 4))
-        sizes = sorted(int(s) for s in results["scale"])
+        sizes = sorted(int(s) for s, row in results["scale"].items() if "no_filter" in row)
         for name in ("no_filter", "filtered"):
             for pct, style in (("p50_ms", "-o"), ("p99_ms", "--o")):
                 ax.plot(sizes, [results["scale"][str(s)][name][pct] for s in sizes], style,
@@ -587,10 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small smoke run (seconds, not minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--scale", default=None, help="synthetic index sizes, e.g. 10000,100000")
-    parser.add_argument("--quantization", default="", choices=("", "int8"), help="for --only scale")
+    parser.add_argument("--variants", default=None,
+                        help="for --only scale: f32, int8 (originals in RAM), int8+disk (originals on disk); "
+                             "default f32,int8+disk (--quick: f32)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per throughput measurement, best kept (default 3, 1 with --quick)")
-    parser.add_argument("--only", default="encode,reindex,upsert,find_similar,scale,page,freshness,celery",
+    parser.add_argument("--only", default="encode,reindex,text_int8,upsert,find_similar,scale,page,freshness,celery",
                         help="comma-separated subset of the benchmarks")
     args = parser.parse_args(argv)
     if not (DATASET / "catalog.csv").is_file():
@@ -614,12 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("encode", lambda: bench_encode(products, 16 if quick else 128, 4 if quick else 32,
                                         [4, 16] if quick else ([32, 64, 128, 256] if cuda else [1, 8, 32, 64]))),
-        ("reindex", lambda: bench_reindex(products, 4 if quick else 64, 32)),
+        ("reindex", lambda: bench_reindex(products, n_single=4 if quick else 32, n_ablation=8 if quick else 64,
+                                          batch_size=32, repeats=REPEATS)),
+        ("text_int8", lambda: bench_text_int8(products, 32)),
         ("upsert", lambda: bench_upsert(1000 if quick else 20000, 500 if quick else 4000, dims, workdir)),
         ("find_similar", lambda: bench_find_similar(products, 20 if quick else 200)),
         ("scale", lambda: bench_scale(
-            [int(s) for s in args.scale.split(",")] if args.scale else ([2000] if quick else [1000, 10000, 100000]),
-            dims, workdir, 20 if quick else 200, args.quantization)),
+            products, [int(s) for s in args.scale.split(",")] if args.scale else ([2000] if quick else [10000, 100000]),
+            workdir, 20 if quick else 200,
+            args.variants.split(",") if args.variants else (["f32"] if quick else ["f32", "int8+disk"]))),
         ("page", lambda: bench_page(products, 5 if quick else 30)),
         ("freshness", lambda: bench_freshness(products, 3 if quick else 10)),
         ("celery", lambda: bench_celery_freshness(3 if quick else 10)),

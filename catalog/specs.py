@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Prefetch
@@ -131,6 +132,36 @@ class ProductSpec(IndexSpec):
 
     def get_taxonomy(self, obj: Any) -> list[str]:
         return [c.name for c in obj.category.ancestors()] if obj.category_id else []
+
+
+    # -- what staff tools write and explain --------------------------------------------------
+    #: prices within this ratio of each other are "a similar price"
+    price_band = 1.25
+
+    def apply_category(self, obj: Any, path: list[str]) -> None:
+        from .importer import CategoryCache
+
+        category = CategoryCache().get(tuple(path))
+        if category is not None and category.pk != obj.category_id:
+            obj.category = category
+            obj.save(update_fields=["category", "updated_at"])
+
+    def link_variants(self, parent: Any, variant: Any) -> None:
+        root = parent.parent or parent  # variants hang off one parent, never a chain
+        if variant.pk != root.pk and variant.parent_id != root.pk:
+            variant.parent = root
+            variant.save(update_fields=["parent", "updated_at"])
+
+    def shared_attributes(self, a: Any, b: Any) -> list[str]:
+        shared = []
+        if a.brand and a.brand.strip().lower() == (b.brand or "").strip().lower():
+            shared.append("Same brand")
+        common = [x for x, y in zip(self.get_taxonomy(a), self.get_taxonomy(b), strict=False) if x == y]
+        if common:
+            shared.append(f"Both in {common[-1]}")
+        if a.price and b.price and max(a.price, b.price) <= min(a.price, b.price) * Decimal(str(self.price_band)):
+            shared.append("Similar price")
+        return shared
 
 
 class ProductSpecWithCategory(ProductSpec):

@@ -200,6 +200,13 @@ CELERY_TASK_PUBLISH_RETRY = False
 # difference (also re-queues outbox rows whose task was lost or ran out of retries).
 CELERY_BEAT_SCHEDULE = {
     "similarity-reconcile": {"task": "similarity.reconcile", "schedule": 3600.0, "options": {"queue": "similarity"}},
+    # the behaviour model (bought together, recommended) learned again from the day's events
+    "similarity-train-behaviour": {
+        "task": "similarity.train_behaviour", "schedule": 86400.0, "options": {"queue": "similarity"},
+    },
+    # the duplicate review queue (docs/staff-tools.md): a nightly scan is enough for listings
+    "similarity-duplicates": {"task": "similarity.scan_duplicates", "schedule": 86400.0,
+                              "options": {"queue": "similarity"}},
 }
 
 # --- Similarity ----------------------------------------------------------------------------

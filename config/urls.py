@@ -21,6 +21,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("similarity/", include("similarity.urls")),  # the widgets' analytics beacon
     path("", include("catalog.urls")),
 ]
 if settings.DEBUG:

@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from . import admin_views, registry, services
+from .admin_staff import StaffToolsAdminMixin
 from .models import IndexState, PendingChange, Status
 
 #: permission codenames (declared on ``IndexState.Meta.permissions``)
@@ -73,11 +74,12 @@ class IndexStatusFilter(admin.SimpleListFilter):
         return None
 
 
-class SimilarityAdminMixin:
-    """Mix into the ``ModelAdmin`` of a model that has a similarity spec."""
+class SimilarityAdminMixin(StaffToolsAdminMixin):
+    """Mix into the ``ModelAdmin`` of a model that has a similarity spec (with the staff tools
+    of :mod:`similarity.admin_staff`)."""
 
     change_form_template = "admin/similarity/change_form.html"
-    actions = ["reindex_selected"]
+    actions = ["reindex_selected", "apply_suggested_category"]
     similar_panel_limit = PANEL_LIMIT
 
     # -- urls ---------------------------------------------------------------------------------
@@ -224,5 +226,7 @@ class PendingChangeAdmin(ReadOnlyAdmin):
     list_display = ["model_label", "object_id", "action", "created_at", "processed_at", "attempts"]
     list_filter = ["action", "model_label"]
 
+
+from .behaviour import admin as _behaviour_admin  # noqa: E402,F401  events, models, widget CTR
 
 __all__ = ["IndexStatusFilter", "SimilarityAdminMixin"]

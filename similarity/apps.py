@@ -9,6 +9,7 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401 - registers system checks
+        # checks: registers system checks; merchandising: a pin/block/rule change bumps the cache version
+        from . import checks, merchandising, signals  # noqa: F401
 
         signals.connect()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
 
 
@@ -53,7 +53,36 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                             f"({exc}); no change would ever reach the index.", id="similarity.E009"))
     if conf.index.backend.endswith("QdrantEdgeIndex"):
         errors += _embedded_index_errors(conf.dispatcher)
+        errors += _embedded_index_size_warnings(conf.index.path)
     return errors
+
+
+#: where one embedded (Qdrant Edge) process stops being the right choice (docs/sizing.md): past
+#: this many points a build takes most of an hour on two cores and queries compete with
+#: re-optimising in the web process; a Qdrant server optimises in the background on its own
+EDGE_MAX_POINTS = 1_000_000
+
+
+def _embedded_index_size_warnings(path: str) -> list[Any]:
+    """From the sizes the embedded index records beside its pointer (it is never opened here:
+    only one process may hold a shard)."""
+    import json
+    from pathlib import Path
+
+    warnings = []
+    for stats_file in sorted(Path(path).glob("*.stats.json")):
+        try:
+            points = int(json.loads(stats_file.read_text()).get("points", 0))
+        except (OSError, ValueError, TypeError):
+            continue
+        if points > EDGE_MAX_POINTS:
+            warnings.append(Warning(
+                f"the embedded index {stats_file.name.removesuffix('.stats.json')} holds {points:,} points, more "
+                f"than one Qdrant Edge process is sized for ({EDGE_MAX_POINTS:,}; docs/sizing.md). Use the "
+                "Qdrant server (SIMILARITY['INDEX']['BACKEND'] = 'similarity.index.qdrant.QdrantServerIndex').",
+                id="similarity.W012",
+            ))
+    return warnings
 
 
 def _gunicorn_workers() -> int:

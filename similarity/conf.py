@@ -40,6 +40,10 @@ class IndexSettings:
     quantization: str = ""
     #: original vectors on disk (memory-mapped) instead of in RAM
     on_disk: bool = False
+    #: Qdrant Edge: vectors written but not in an HNSW graph yet (each point has one per
+    #: modality) that make the index re-optimise in the background, in a child process, while it
+    #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
+    optimize_after: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -57,13 +61,17 @@ class SimilaritySettings:
     #: rows per forward pass on a CPU (larger batches are slower there; see encoders/base.py)
     cpu_batch_size: int = 8
     half_precision: bool = True
+    #: "int8": the text model's Linear layers dynamically quantised on a CPU (a new model
+    #: version, so every text is re-encoded); "" float32. Off by default: docs/benchmarks.md
+    text_quantization: str = ""
     max_images: int = 4
     max_image_pixels: int = 90_000_000
     #: the same cap for photos decoded in the web process (the admin explorer's uploads), which
     #: has less memory to spare than a worker; a JPEG counts at the reduced scale it is read at
     web_max_image_pixels: int = 20_000_000
     max_text_chars: int = 2000
-    # Measured best on flipkart-1050 (similarity_evaluate --sweep-weights, docs/evaluation.md).
+    # Used only when the settings set WEIGHTS explicitly; otherwise fusion.weights_for chooses
+    # them without labels (docs/training.md). 0.3/0.7 was the best on flipkart-1050.
     weights: dict[str, float] = field(default_factory=lambda: {"image": 0.3, "text": 0.7})
     candidates: int = 100
     #: after the vector store is found unavailable, reads answer "unavailable" at once this long

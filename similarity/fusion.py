@@ -49,3 +49,25 @@ def fuse_scores(
         return np.full(shape, -np.inf)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, weighted / np.where(total > 0, total, 1.0), -np.inf)
+
+
+def weights_for(spec: object = None) -> dict[str, float]:
+    """The fusion weights ``find_similar`` and the evaluation use, chosen without labels.
+
+    ``SIMILARITY["WEIGHTS"]`` set explicitly in the settings wins. Otherwise, with a trained
+    adapter live, its label-free weights (each modality's neighbours as confirmed by the other,
+    :mod:`similarity.training.reliability`, measured on the catalog when it was trained); with
+    none, equal weights. ``spec`` is accepted for per-spec rules; the encoders (and so the
+    adapter) are shared by all specs today.
+    """
+    from django.conf import settings as django_settings
+
+    from .conf import get_settings
+    from .training.adapt import active_fusion_weights
+
+    if "WEIGHTS" in (getattr(django_settings, "SIMILARITY", None) or {}):
+        return dict(get_settings().weights)
+    learned = active_fusion_weights()
+    if learned:
+        return dict(learned)
+    return {"image": 0.5, "text": 0.5}

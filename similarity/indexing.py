@@ -2,17 +2,16 @@
 
 :func:`index_products` is the one routine every write path ends in (tasks, commands, rebuilds):
 it re-encodes a modality only when its content or model changed, always refreshes the payload
-and removes what no longer exists. Images are decoded in a thread pool next to the model.
+and removes what no longer exists. The batch is encoded by ``encoders.pipeline.encode_batch``
+(decoding, the text and the image forward passes overlapped in threads).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import weakref
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -24,7 +23,6 @@ from django.utils import timezone
 from . import registry
 from .changes import db_now, pending_tokens, settle_outbox, upsert
 from .conf import get_settings
-from .exceptions import EncodingError
 from .index.base import PointData, VectorIndex
 from .models import IndexState, PendingChange, Status
 from .results import IndexReport
@@ -79,37 +77,6 @@ def blob_hash(blobs: list[tuple[str, bytes]]) -> str:
     for _name, data in blobs:
         digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()[:32]
-
-
-def _decode_all(items: list[_Item], max_pixels: int) -> list[tuple[int, Any]]:
-    """Decode and preprocess every image of the items needing it, in a thread pool.
-
-    Returns (item position, preprocessed tensor) pairs; errors are recorded on the items.
-    """
-    from .encoders.image_decoding import open_image  # Pillow only; kept out of the import path of pages
-
-    encoder = registry.image_encoder()
-    jobs = [(pos, name, data) for pos, item in enumerate(items) if item.encode_image
-            for name, data in item.image_blobs]
-
-    def work(job: tuple[int, str, bytes]) -> tuple[int, Any, str]:
-        pos, name, data = job
-        try:
-            image = open_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
-            return pos, encoder.preprocess(image), ""
-        except EncodingError as exc:
-            return pos, None, str(exc)
-
-    workers = max(1, min(4, len(jobs)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(work, jobs))
-    decoded = []
-    for pos, tensor, error in results:
-        if error:
-            items[pos].image_errors.append(error)
-        else:
-            decoded.append((pos, tensor))
-    return decoded
 
 
 def index_products(
@@ -179,26 +146,29 @@ def index_products(
             if item.image_blobs and not item.encode_image:  # made from the readable ones, as now
                 item.vectors["image"] = have.vectors["image"]
 
-    # -- encode, in batches ------------------------------------------------------------------
+    # -- encode, in batches: decode, text and image passes overlapped (encoders/pipeline.py) ---
     text_items = [item for item in items if item.encode_text]
-    if text_items:
-        vectors = text_encoder.encode([item.text for item in text_items])
-        for item, vector in zip(text_items, vectors, strict=True):
-            item.vectors["text"] = vector.tolist()
-        report.encoded["text"] += len(text_items)
+    image_jobs = [(pos, name, data) for pos, item in enumerate(items) if item.encode_image
+                  for name, data in item.image_blobs]
+    if text_items or image_jobs:
+        from .encoders.pipeline import encode_batch  # Pillow + threads; kept off pages' imports
 
-    if any(item.encode_image for item in items):
-        decoded = _decode_all(items, conf.max_image_pixels)
-        if decoded:
-            matrix = image_encoder.encode_tensors([tensor for _pos, tensor in decoded])
-            per_item: dict[int, list[np.ndarray]] = {}
-            for (pos, _tensor), vector in zip(decoded, matrix, strict=True):
-                per_item.setdefault(pos, []).append(vector)
-            for pos, vectors in per_item.items():
-                # Several images: the mean of their normalised vectors, normalised again.
-                mean = np.mean(vectors, axis=0)
-                items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
-                report.encoded["image"] += 1
+        encoded = encode_batch(text_encoder, [item.text for item in text_items], image_encoder, image_jobs,
+                               max_pixels=conf.max_image_pixels)
+        if encoded.text is not None:
+            for item, vector in zip(text_items, encoded.text, strict=True):
+                item.vectors["text"] = vector.tolist()
+            report.encoded["text"] += len(text_items)
+        for pos, error in encoded.errors:
+            items[pos].image_errors.append(error)
+        per_item: dict[int, list[np.ndarray]] = {}
+        for pos, vector in encoded.images:
+            per_item.setdefault(pos, []).append(vector)
+        for pos, vectors in per_item.items():
+            # Several images: the mean of their normalised vectors, normalised again.
+            mean = np.mean(vectors, axis=0)
+            items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
+            report.encoded["image"] += 1
 
     # -- write the points, then the state ----------------------------------------------------
     points = []

@@ -124,3 +124,7 @@ class ReconcileRun(models.Model):
     @property
     def drift(self) -> int:
         return sum(int(n) for n in self.counts.values())
+
+from .behaviour.models import BehaviourModel, Event, WidgetStat  # noqa: E402,F401  shoppers' events
+from .staff_models import Block, DuplicateCandidate, MerchandisingRule, Pin  # noqa: E402,F401  staff decisions
+from .training.models import AdapterArtifact  # noqa: E402,F401

@@ -15,7 +15,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db.models import Count, Max
 
-from . import registry
+from . import merchandising, registry
 from .conf import get_settings
 from .exceptions import SimilarityError
 from .models import IndexState
@@ -45,8 +45,9 @@ def similar_cache_key(spec: IndexSpec, pk: Any, options: dict[str, Any]) -> str:
     conf = get_settings()
     fingerprint = repr((
         sorted(options.items()), conf.text_model, conf.image_model, conf.image_checkpoint,
-        sorted(conf.weights.items()), conf.candidates, conf.index.backend, conf.index.path,
+        sorted(registry.fusion_weights(spec).items()), conf.candidates, conf.index.backend, conf.index.path,
         conf.index.url, spec.collection_name(conf.index.collection),
+        merchandising.version(),  # a pin, block or rule change shows at once
     ))
     digest = hashlib.sha1(fingerprint.encode(), usedforsecurity=False).hexdigest()[:16]
     return f"similarity:similar:{spec.label}:{spec.object_key(pk)}:{digest}"

@@ -8,24 +8,24 @@ by :func:`find_similar` and by the offline evaluation alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from . import breaker, registry
+from . import breaker, merchandising, registry
 from .conf import get_settings
 from .exceptions import IndexUnavailable
-from .fusion import fuse_scores
-from .index.base import VECTOR_NAMES, SearchFilter, VectorIndex
+from .index.base import VECTOR_NAMES, FusedQuery, SearchFilter, pick_one_per_group
 from .results import ResultStatus, SimilarHit, SimilarResult
 from .specs import IndexSpec, UnknownFilter
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-#: (fused score, per-modality scores, payload), best first
-Ranked = list[tuple[float, dict[str, float], dict[str, Any]]]
+__all__ = ["exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "spec_filter"]
+
+#: the payload a result needs: the object's key (to load it) and its group (one per group)
+RESULT_FIELDS = ("pk", "group")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,22 +75,6 @@ def exclusion_mask(groups: np.ndarray, queries: np.ndarray, *, exclude_variants:
     return mask
 
 
-def pick_one_per_group(rows: Iterable[T], group_of: Callable[[T], Hashable | None], limit: int) -> list[T]:
-    """The first ``limit`` rows, keeping the best of each group (rows come best first)."""
-    picked: list[T] = []
-    seen: set[Hashable] = set()
-    for row in rows:
-        group = group_of(row)
-        if group is not None:
-            if group in seen:
-                continue
-            seen.add(group)
-        picked.append(row)
-        if len(picked) >= limit:
-            break
-    return picked
-
-
 # ---------------------------------------------------------------------------------------------
 # find_similar
 # ---------------------------------------------------------------------------------------------
@@ -102,9 +86,14 @@ def find_similar(
     one_per_group: bool = True,
     weights: dict[str, float] | None = None,
     modalities: Iterable[str] = VECTOR_NAMES,
+    merchandise: bool = True,
     **filters: Any,
 ) -> SimilarResult:
-    """Objects most like ``obj``: fused image+text cosine, with per-modality scores.
+    """Objects most like ``obj``: fused image+text cosine, with the exact per-modality scores.
+
+    One request to the vector store finds, scores, fuses and groups the candidates
+    (:meth:`VectorIndex.query_fused`); before it, the object's own vectors and payload are read
+    by id.
 
     ``filters`` are the spec's named filters (the example shop: ``same_category=True|N``,
     ``in_stock=True``, ``brand="..."``); an undeclared name raises :class:`UnknownFilter`.
@@ -113,7 +102,7 @@ def find_similar(
     """
     spec = registry.get_spec(type(obj))
     conf = get_settings()
-    weights = dict(weights or conf.weights)
+    weights = dict(weights or registry.fusion_weights(spec))
     down = breaker.is_open(spec.label)
     if down is not None:
         return SimilarResult(ResultStatus.UNAVAILABLE, message=down)
@@ -130,17 +119,22 @@ def find_similar(
             spec_filter(spec, filters, stored.payload), stored.payload, point_id,
             exclude_variants=exclude_variants,
         )
-        scored = rank_candidates(
-            index, query_vectors, search_filter, fetch=max(conf.candidates, limit * 4), weights=weights
-        )
+        found = index.query_fused(FusedQuery(
+            vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
+            filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
+        ))
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)
         breaker.trip(spec.label, str(exc))
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
 
-    hits = pick_one_per_group(scored, lambda row: row[2].get("group"), limit) if one_per_group else scored[:limit]
-    ranked = [(s, m, p["pk"]) for s, m, p in hits]
-    return SimilarResult(ResultStatus.OK, load_hits(spec, ranked, filters))
+    ranked = [(hit.score, hit.scores, hit.payload["pk"]) for hit in found]
+    loaded = load_hits(spec, ranked, filters)
+    if merchandise:  # staff's pins, blocks and rules (``merchandise=False``: the model's own list)
+        loaded = merchandising.apply(obj, spec, loaded, limit=limit, filters=filters, more=lambda n: find_similar(
+            obj, limit=n, exclude_variants=exclude_variants, one_per_group=one_per_group, weights=weights,
+            modalities=modalities, merchandise=False, **filters).hits)
+    return SimilarResult(ResultStatus.OK, loaded)
 
 
 def load_hits(
@@ -155,42 +149,3 @@ def load_hits(
         for (score, scores, _key), pk in zip(ranked, pks, strict=True)
         if pk in objects
     ]
-
-
-def rank_candidates(
-    index: VectorIndex, query_vectors: dict[str, list[float]], search_filter: SearchFilter, *,
-    fetch: int, weights: dict[str, float],
-) -> Ranked:
-    """The index side of :func:`find_similar`: ``fetch`` nearest points per modality, every
-    candidate's cosine in each modality, fused; best first as (score, scores, payload)."""
-    scores: dict[str, dict[str, float]] = {}
-    payloads: dict[str, dict[str, Any]] = {}
-    for modality, vector in query_vectors.items():
-        for hit in index.query(modality, vector, limit=fetch, filter=search_filter):
-            scores.setdefault(hit.id, {})[modality] = hit.score
-            payloads[hit.id] = hit.payload
-    # A candidate found through one modality gets its exact score in the other one too: one
-    # more query restricted to those ids (cheaper than fetching their vectors).
-    for modality, vector in query_vectors.items():
-        missing = frozenset(i for i, s in scores.items() if modality not in s)
-        if missing:
-            for hit in index.query(modality, vector, limit=len(missing), filter=SearchFilter(ids=missing)):
-                scores[hit.id][modality] = hit.score
-    return _fuse(scores, payloads, weights)
-
-
-def _fuse(
-    scores: dict[str, dict[str, float]], payloads: dict[str, dict[str, Any]], weights: dict[str, float],
-) -> Ranked:
-    """Fuse every candidate's per-modality cosines with :func:`fuse_scores`, best first."""
-    ids = list(scores)
-    modalities = sorted({m for per_id in scores.values() for m in per_id})
-    cosines = {
-        m: np.array([scores[i].get(m, np.nan) for i in ids], dtype=np.float64) for m in modalities
-    }
-    fused = fuse_scores(cosines, weights)
-    rows = [
-        (float(fused[n]), scores[i], payloads[i]) for n, i in enumerate(ids) if np.isfinite(fused[n])
-    ]
-    rows.sort(key=lambda row: row[0], reverse=True)
-    return rows

@@ -34,11 +34,12 @@ CATCH_UP_BATCH = 256
 
 def rebuild_index(
     *, model: Any = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
-    resume: bool = True,
+    resume: bool = True, before_switch: Callable[[], None] | None = None,
 ) -> IndexReport:
     """Re-encode every object of one spec into a new generation and switch to it atomically.
 
-    ``resume=False`` abandons an interrupted rebuild and starts afresh.
+    ``resume=False`` abandons an interrupted rebuild and starts afresh. ``before_switch`` runs in
+    the switch's transaction (making a trained adapter live with the generation it filled).
     """
     spec = registry.get_spec(model)
     live = registry.vector_index(spec)
@@ -80,6 +81,8 @@ def rebuild_index(
         with transaction.atomic():
             _hold_off_writers(checkpoint)
             _catch_up(spec, target, since=checkpoint.started_at, report=report, skip=applied)
+            if before_switch:
+                before_switch()
             live.finish_rebuild(target)
             checkpoint.delete()
     except BaseException:

@@ -35,8 +35,10 @@ def reset(*, encoders: bool = False) -> None:
     them keeps the loaded models (loading takes seconds).
     """
     from . import breaker
+    from .training import adapt
 
     breaker.close()
+    adapt.forget()
     with _lock:
         for key in list(_cache):
             if key.startswith("index:"):
@@ -84,19 +86,35 @@ def get_spec(model: Any = None) -> IndexSpec:
 
 
 def text_encoder() -> Any:
+    """The text encoder indexing and search use: the base model, through the live adapter."""
+    from .training.adapt import wrap
+
+    return wrap("text", base_text_encoder())
+
+
+def image_encoder() -> Any:
+    """The image encoder indexing and search use: the base model, through the live adapter."""
+    from .training.adapt import wrap
+
+    return wrap("image", base_image_encoder())
+
+
+def base_text_encoder() -> Any:
     from .encoders.text_model import SentenceTransformerTextEncoder
 
     conf = get_settings()
     return _cached(
-        f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.cpu_batch_size}:{conf.half_precision}",
+        f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.cpu_batch_size}:{conf.half_precision}"
+        f":{conf.text_quantization}",
         lambda: SentenceTransformerTextEncoder(
             conf.text_model, device=conf.device, batch_size=conf.batch_size,
             half_precision=conf.half_precision, cpu_batch_size=conf.cpu_batch_size,
+            quantization=conf.text_quantization,
         ),
     )
 
 
-def image_encoder() -> Any:
+def base_image_encoder() -> Any:
     from .encoders.image_model import TimmImageEncoder
 
     conf = get_settings()
@@ -132,3 +150,10 @@ def open_indexes() -> list[Any]:
     """The indexes this process has opened (to let go of them after a task)."""
     with _lock:
         return [value for key, value in _cache.items() if key.startswith("index:")]
+
+
+def fusion_weights(spec: Any = None) -> dict[str, float]:
+    """The fusion weights for ``spec``: :func:`similarity.fusion.weights_for` (label-free rule)."""
+    from .fusion import weights_for
+
+    return weights_for(get_spec(spec))

@@ -190,6 +190,28 @@ class IndexSpec:
         """Category names from the root down, for evaluation by category ([] = none)."""
         return []
 
+    # -- what staff tools write and explain (docs/staff-tools.md) ----------------------------
+    #: payload fields two objects are said to share ("Same brand"), with the word shown for each
+    shared_fields: ClassVar[dict[str, str]] = {}
+
+    def apply_category(self, obj: Any, path: list[str]) -> None:
+        """Give ``obj`` the category whose names from the root down are ``path`` (a suggestion
+        staff accepted). Default: the spec cannot write categories."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement apply_category")
+
+    def link_variants(self, parent: Any, variant: Any) -> None:
+        """Make ``variant`` a variant of ``parent`` (two listings staff linked). Default: cannot."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement link_variants")
+
+    def shared_attributes(self, a: Any, b: Any) -> list[str]:
+        """What ``a`` and ``b`` have in common, in words ("Same brand"). Default: the
+        ``shared_fields`` whose payload values are equal and not empty."""
+        if not self.shared_fields:
+            return []
+        pa, pb = self.get_payload(a), self.get_payload(b)
+        return [word for name, word in self.shared_fields.items() if pa.get(name) not in (None, "", [])
+                and pa.get(name) == pb.get(name)]
+
     # -- identity ---------------------------------------------------------------------------
     def object_key(self, pk: Any) -> str:
         """The primary key as stored in index state rows and payloads: ``str(pk)``, UUIDs as

@@ -62,6 +62,30 @@ def reconcile(fix: bool = True) -> dict[str, Any]:
     return out
 
 
+@shared_task(name="similarity.scan_duplicates")
+def scan_duplicates() -> dict[str, Any]:
+    """The periodic duplicate scan (Celery beat): refresh every spec's review queue; decided
+    pairs stay decided."""
+    return {spec.label: services.refresh_duplicate_queue(spec) for spec in registry.specs().values()}
+
+
+@shared_task(name="similarity.train_behaviour", **RETRY)
+def train_behaviour() -> dict[str, Any]:
+    """The periodic behaviour training (Celery beat): every spec with events gets a new model,
+    live before the task returns (docs/behaviour.md)."""
+    from .behaviour.train import NoEvents
+
+    out: dict[str, Any] = {}
+    for spec in registry.specs().values():
+        try:
+            row = services.train_behaviour(spec)
+        except NoEvents as exc:
+            out[spec.label] = str(exc)
+            continue
+        out[spec.label] = {"version": row.version, "algorithm": row.algorithm, "items": row.items}
+    return out
+
+
 def dispatch(label: str, index_ids: list[Any], remove_ids: list[Any]) -> None:
     """The default ``SIMILARITY['DISPATCHER']``: one task per kind of change, keys only, on
     ``SIMILARITY['QUEUE']``."""

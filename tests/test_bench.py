@@ -30,8 +30,30 @@ def test_quick_bench_writes_json_and_charts(flipkart: Path, tmp_path: Path):
     assert results["upsert"]["edge_points_per_s"] > 0
     scale = results["scale"]["2000"]
     assert scale["build_seconds"] >= scale["optimize_seconds"] > 0 and scale["disk_mb"] > 0
-    assert 0.0 <= scale["recall@10"]["no_filter"] <= 1.0 and scale["full_scan"]["no_filter"]["n"] == 20
+    assert 0.0 <= scale["recall@10"]["no_filter"] <= 1.0 and scale["five_round_trips"]["no_filter"]["n"] == 20
+    assert scale["points"] == 2000 and scale["indexed_vectors"] > 0  # the generation went live optimised
     assert results["page"]["cold_cache"]["n"] == 5
     assert results["freshness"]["embedded"]["n"] == 3
     assert {p.name for p in tmp_path.glob("*.png")} == {"encode_throughput.png", "latency_by_size.png"}
     assert "texts/s" in run.stdout and "find_similar" in run.stdout
+
+
+@pytest.mark.slow
+def test_gpu_sweep_smoke_runs_on_cpu(tmp_path: Path):
+    """``python -m bench.gpu_sweep`` is written for an H100/H200; ``--smoke`` runs every part of
+    it (model sweep, decode paths, end to end into Qdrant Edge) at tiny sizes on the CPU."""
+    out = tmp_path / "sweep.json"
+    run = subprocess.run([sys.executable, "-m", "bench.gpu_sweep", "--smoke", "--device", "cpu", "--out", str(out)],
+                         cwd=Path(settings.BASE_DIR), capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["smoke"] is True and results["device"] == "cpu"
+    image_rows = results["model_only"]["image"]
+    assert {(r["channels_last"], r["compile"]) for r in image_rows} == {(True, "off"), (False, "off"),
+                                                                       (True, "eager"), (False, "eager")}
+    assert all(r["images_per_s"] > 0 for r in image_rows) and results["model_only"]["text"]
+    assert results["decode"]["torchvision_decode_jpeg_per_s"] > 0 and results["decode"]["cpu_threads"]
+    assert [r["decode"] for r in results["end_to_end"]] == ["cpu", "gpu"]
+    assert all(r["points_written"] == r["products"] == 8 for r in results["end_to_end"])
+    assert results["model_only_ceiling_products_per_s"] > 0
+    assert "end to end, cpu decode" in run.stdout

@@ -187,3 +187,87 @@ def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(ba
     exact = [pid(int(n) + 1) for n in np.argsort(-(matrix @ np.array(query)))[:10]]
     assert len(set(got) & set(exact)) >= 9
     idx.close()
+
+
+# -- the one-request fused query (find_similar's vector side) ---------------------------------
+WEIGHTS = {"image": 0.3, "text": 0.7}
+
+
+def exact_fused(points: list[PointData], query: PointData, weights=WEIGHTS) -> dict[str, float]:
+    """Brute force: the weighted mean of the cosines each point has (fusion.fuse_scores' rule)."""
+    from similarity.fusion import fuse_scores
+
+    ids = [p.id for p in points]
+    cosines = {
+        m: np.array([float(np.dot(query.vectors[m], p.vectors[m])) if m in p.vectors else np.nan for p in points])
+        for m in query.vectors
+    }
+    return dict(zip(ids, fuse_scores(cosines, weights), strict=True))
+
+
+def test_query_fused_equals_exact_fusion_with_exact_scores(index):
+    from similarity.index.base import FusedQuery
+
+    points = [point(n, image=n % 4 != 0) for n in range(1, 61)]
+    index.upsert(points)
+    query = points[4]
+    hits = index.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=60, limit=10,
+                                        filter=SearchFilter(exclude_ids=frozenset({query.id}))))
+    exact = exact_fused(points, query)
+    exact.pop(query.id)
+    assert [h.id for h in hits] == sorted(exact, key=exact.get, reverse=True)[:10]
+    for hit in hits:
+        assert hit.score == pytest.approx(exact[hit.id], abs=1e-5)
+        stored = next(p for p in points if p.id == hit.id)
+        assert set(hit.scores) == {m for m in query.vectors if m in stored.vectors}  # no image: text only
+        for m, score in hit.scores.items():
+            assert score == pytest.approx(float(np.dot(query.vectors[m], stored.vectors[m])), abs=1e-5)
+    assert any("image" not in h.scores for h in hits) or all(n % 4 for n in range(1, 11))
+
+
+def test_query_fused_scores_candidates_found_through_one_modality_exactly(index):
+    """fetch smaller than the catalog: a candidate found only by its text still gets its exact
+    image cosine (the rescoring stage), so the fused order equals brute force on the candidates."""
+    from similarity.index.base import FusedQuery
+
+    points = [point(n) for n in range(1, 81)]
+    index.upsert(points)
+    query = points[0]
+    hits = index.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=5, limit=8))
+    exact = exact_fused(points, query)
+    for hit in hits:
+        assert set(hit.scores) == {"image", "text"}
+        assert hit.score == pytest.approx(exact[hit.id], abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_query_fused_filters_payload_fields_and_one_per_group(index):
+    from similarity.index.base import FusedQuery
+
+    # 30 variants of one product (group 7) close to the query, then 20 other products
+    base = point(7)
+    variants = [
+        PointData(pid(100 + k), {m: (np.asarray(v) + 0.01 * np.random.default_rng(k).normal(size=len(v))).tolist()
+                                 for m, v in base.vectors.items()},
+                  {**base.payload, "pk": 100 + k, "group": 7, "in_stock": True})
+        for k in range(30)
+    ]
+    others = [point(n) for n in range(200, 220)]
+    index.upsert(variants + others)
+    request = FusedQuery(vectors=base.vectors, weights=WEIGHTS, fetch=60, limit=6, group_by="group",
+                         payload_fields=("pk", "group"))
+    hits = index.query_fused(request)
+    groups = [h.payload["group"] for h in hits]
+    assert len(hits) == 6 and len(set(groups)) == 6 and groups[0] == 7  # variants never crowd the others out
+    assert set(hits[0].payload) == {"pk", "group"}
+    in_stock = index.query_fused(FusedQuery(vectors=base.vectors, weights=WEIGHTS, fetch=60, limit=50,
+                                            filter=SearchFilter(match={"in_stock": False})))
+    assert in_stock and all(not h.payload["in_stock"] for h in in_stock)
+
+
+def test_query_fused_without_active_weights_is_empty(index):
+    from similarity.index.base import FusedQuery
+
+    index.upsert([point(1), point(2)])
+    assert index.query_fused(FusedQuery(vectors=point(1).vectors, weights={"image": 0, "text": 0},
+                                        fetch=10, limit=5)) == []

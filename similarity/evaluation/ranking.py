@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import registry
 from ..conf import get_settings
 from ..fusion import fuse_scores
 from ..query import exclusion_mask, pick_one_per_group
@@ -39,7 +40,7 @@ class Ranker:
     def __init__(self, catalog: EvalCatalog, *, weights: dict[str, float] | None = None,
                  normalisation: str | None = None, candidates: int | None = None, limit: int = 10) -> None:
         self.catalog = catalog
-        self.weights = dict(weights or get_settings().weights)
+        self.weights = dict(weights or registry.fusion_weights(catalog.spec))
         self.normalisation = normalisation
         # find_similar fetches this many per modality before fusing
         self.fetch = max(candidates or get_settings().candidates, limit * 4)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
 
 VECTOR_NAMES = ("image", "text")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class SearchFilter:
     ``match``: field must equal the value (for list fields: contain it).
     ``match_any``: field must equal one of the values.
     ``exclude``: field must not equal the value.
+    ``exclude_any``: field must not equal any of the values.
     ``ranges``: field within ``(gte, lte)`` (either may be ``None``).
     ``exclude_ids``: point ids to leave out.
     ``ids``: when given, only these point ids.
@@ -40,14 +44,92 @@ class SearchFilter:
     match: dict[str, Any] = field(default_factory=dict)
     match_any: dict[str, list[Any]] = field(default_factory=dict)
     exclude: dict[str, Any] = field(default_factory=dict)
+    exclude_any: dict[str, list[Any]] = field(default_factory=dict)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     exclude_ids: frozenset[str] = frozenset()
     ids: frozenset[str] | None = None
 
     def __bool__(self) -> bool:
         return bool(
-            self.match or self.match_any or self.exclude or self.ranges or self.exclude_ids or self.ids is not None
+            self.match or self.match_any or self.exclude or self.exclude_any or self.ranges or self.exclude_ids
+            or self.ids is not None
         )
+
+    def without_groups(self, group_field: str, groups: Iterable[Any]) -> SearchFilter:
+        """This filter, also leaving out every point whose ``group_field`` is one of ``groups``."""
+        exclude_any = dict(self.exclude_any)
+        exclude_any[group_field] = [*exclude_any.get(group_field, []), *groups]
+        return replace(self, exclude_any=exclude_any)
+
+
+@dataclass(frozen=True)
+class FusedQuery:
+    """One request for fused similarity (``find_similar``'s whole vector side).
+
+    ``vectors``/``weights``: the query vector and weight per named vector; ``fetch``: nearest
+    points taken per named vector (the candidates); every candidate is then scored exactly in
+    each named vector and fused by the engine as the weighted mean of the cosines it has (the
+    rule of :func:`similarity.fusion.fuse_scores`). ``limit`` hits come back, best first; with
+    ``group_by``, at most one per value of that payload field (the best), still ``limit`` of them
+    when the candidates hold that many groups. ``payload_fields``: the payload keys to return
+    (``None``: all).
+    """
+
+    vectors: dict[str, list[float]]
+    weights: dict[str, float]
+    fetch: int
+    limit: int
+    filter: SearchFilter | None = None
+    group_by: str | None = None
+    payload_fields: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    """A fused hit: the engine's fused score and the exact cosine in each named vector."""
+
+    id: str
+    score: float
+    scores: dict[str, float]
+    payload: dict[str, Any]
+
+
+def pick_one_per_group(rows: Iterable[T], group_of: Callable[[T], Hashable | None], limit: int) -> list[T]:
+    """The first ``limit`` rows, keeping the best of each group (rows come best first)."""
+    picked: list[T] = []
+    seen: set[Hashable] = set()
+    for row in rows:
+        group = group_of(row)
+        if group is not None:
+            if group in seen:
+                continue
+            seen.add(group)
+        picked.append(row)
+        if len(picked) >= limit:
+            break
+    return picked
+
+
+def exact_scores(query: dict[str, list[float]], stored: dict[str, Any] | None) -> dict[str, float]:
+    """Cosine of each query vector with the hit's stored vector of the same name (cosine
+    collections store vectors normalised, so a dot product with the normalised query)."""
+    scores: dict[str, float] = {}
+    for name, vector in query.items():
+        other = (stored or {}).get(name)
+        if other is None:
+            continue
+        q = np.asarray(vector, dtype=np.float32)
+        v = np.asarray(other, dtype=np.float32)
+        denominator = float(np.linalg.norm(q) * np.linalg.norm(v))
+        if denominator > 0:
+            scores[name] = float(q @ v) / denominator
+    return scores
+
+
+def active_vectors(request: FusedQuery) -> list[tuple[str, list[float], float]]:
+    """(name, vector, weight) of the named vectors that take part (weight above zero)."""
+    return [(name, list(vector), float(request.weights.get(name, 0.0)))
+            for name, vector in request.vectors.items() if float(request.weights.get(name, 0.0)) > 0]
 
 
 @runtime_checkable
@@ -68,6 +150,9 @@ class VectorIndex(Protocol):
     def query(
         self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None
     ) -> list[Hit]: ...
+
+    def query_fused(self, request: FusedQuery) -> list[FusedHit]:
+        """``find_similar``'s vector side in one request to the store (see :class:`FusedQuery`)."""
 
     def count(self) -> int: ...
 

@@ -25,7 +25,9 @@ from typing import Any
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import Hit, PointData, SearchFilter
+from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter
+from .edge_fused import query_fused, to_edge_filter
+from .edge_optimize import optimize_in_child, reoptimize_live, start_background_reoptimize, write_stats
 from .shard_lock import ShardLock
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,16 @@ class QdrantEdgeIndex:
         self._pinned: str | None = None  # a generation being rebuilt: not the live pointer
         self._lock = threading.RLock()
         self._bool_fields: set[str] = set()
+        self.dims: dict[str, int] = {}
+        self.payload_schema: dict[str, str] = {}
+        # a background re-optimise copies the live points; the ids written meanwhile are journaled
+        self._compacting = False
+        self._journal: set[str] | None = None
+        self._written_since_check = 0
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
 
     def _load(self, payload: dict[str, Any] | None) -> dict[str, Any]:
         payload = dict(payload or {})
@@ -133,6 +145,7 @@ class QdrantEdgeIndex:
     # -- protocol ---------------------------------------------------------------------------
     def ensure(self, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
         self._bool_fields = {k for k, v in payload_schema.items() if v == "bool"}
+        self.dims, self.payload_schema = dict(dims), dict(payload_schema)
         with self._lock:
             if self._live_dir() is None:
                 name = f"{self.collection}-{_stamp()}"
@@ -203,6 +216,8 @@ class QdrantEdgeIndex:
                 )
             )
             shard.flush()
+            self._journaled(p.id for p in points)
+        self._maybe_reoptimize(len(points))
 
     def delete(self, ids: list[str]) -> None:
         from qdrant_edge import UpdateOperation
@@ -213,6 +228,7 @@ class QdrantEdgeIndex:
             shard = self._get()
             shard.update(UpdateOperation.delete_points(list(ids)))
             shard.flush()
+            self._journaled(ids)
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         from qdrant_edge import UpdateOperation
@@ -221,6 +237,7 @@ class QdrantEdgeIndex:
             shard = self._get()
             shard.update(UpdateOperation.overwrite_payload([id], _store(payload)))
             shard.flush()
+            self._journaled([id])
 
     def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, PointData]:
         if not ids:
@@ -249,6 +266,17 @@ class QdrantEdgeIndex:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
+    def query_fused(self, request: FusedQuery) -> list[FusedHit]:
+        """One request; see :func:`.edge_fused.query_fused` (qdrant-edge has no grouping API)."""
+        return query_fused(self, request)
+
+    def run_query(self, request: Any) -> list[Any]:
+        with self._lock:
+            return list(self._get().query(request))
+
+    def stored_payload(self, payload: dict[str, Any] | None) -> dict[str, Any]:
+        return self._load(payload)
+
     def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
         from qdrant_edge import ScrollRequest
 
@@ -264,11 +292,75 @@ class QdrantEdgeIndex:
                 return
 
     def optimize(self) -> bool:
-        """Build HNSW graphs in this process. The binding holds the GIL while it runs (measured:
-        no other thread of the process ran a query for the 57 s of a 15k-point optimise), so it
-        is run on a generation nobody reads yet: a rebuild's, before the switch."""
+        """Build the HNSW graphs, never in this process (qdrant-edge's optimise holds the GIL: see
+        :mod:`.edge_optimize`). A rebuild's generation (nobody reads it yet) is closed here and
+        optimised by a child process; the live one is re-optimised as a copy, then switched."""
+        if self._pinned:
+            self.close()
+            return bool(optimize_in_child(self.root / self._pinned, lock_timeout=self.lock_timeout)["changed"])
+        return reoptimize_live(self)
+
+    # -- keeping the live generation indexed ------------------------------------------------
+    def _journaled(self, ids: Any) -> None:
+        if self._journal is not None:
+            self._journal.update(str(i) for i in ids)
+
+    def begin_compaction(self) -> bool:
         with self._lock:
-            return bool(self._get().optimize())
+            if self._compacting or self._pinned:
+                return False
+            self._compacting, self._journal = True, set()
+            return True
+
+    def end_journal(self) -> set[str]:
+        with self._lock:
+            written, self._journal = self._journal or set(), None
+            return written
+
+    def end_compaction(self) -> None:
+        with self._lock:
+            self._compacting, self._journal = False, None
+
+    def scroll_with_vectors(self, *, batch_size: int = 256) -> Iterator[list[PointData]]:
+        """Every point with its vectors, a page at a time (the lock is held for one page)."""
+        from qdrant_edge import ScrollRequest
+
+        offset = None
+        while True:
+            with self._lock:
+                records, offset = self._get().scroll(
+                    ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=True)
+                )
+            yield [PointData(str(r.id), dict(r.vector or {}), self._load(r.payload)) for r in records]
+            if offset is None or not records:
+                return
+
+    def unindexed_vectors(self) -> int:
+        """Vectors not in an HNSW graph yet (searched by a full scan of their segments)."""
+        from qdrant_edge import CountRequest, Filter, HasVectorCondition
+
+        with self._lock:
+            shard = self._get()
+            present = sum(
+                int(shard.count(CountRequest(exact=True, filter=Filter(must=[HasVectorCondition(name)]))))
+                for name in self.dims
+            )
+            return max(0, present - int(shard.info().indexed_vectors_count))
+
+    def _maybe_reoptimize(self, written: int) -> None:
+        """After every ~quarter of ``optimize_after`` points written, count what is unindexed;
+        past ``optimize_after``, re-optimise in the background (see :mod:`.edge_optimize`)."""
+        threshold = self.tuning.optimize_after
+        if self._pinned or threshold <= 0 or not self.dims:
+            return
+        self._written_since_check += written
+        if self._written_since_check < max(1, threshold // 4) or self._compacting:
+            return
+        self._written_since_check = 0
+        unindexed = self.unindexed_vectors()
+        write_stats(self, unindexed=unindexed)
+        if unindexed >= threshold:
+            start_background_reoptimize(self)
 
     def indexed_vectors(self) -> int:
         with self._lock:
@@ -287,6 +379,7 @@ class QdrantEdgeIndex:
                               tuning=self.tuning)
         new._pinned = name
         new._bool_fields = {k for k, v in payload_schema.items() if v == "bool"}
+        new.dims, new.payload_schema = dict(dims), dict(payload_schema)
         return new
 
     @property
@@ -300,6 +393,7 @@ class QdrantEdgeIndex:
                               tuning=self.tuning)
         new._pinned = generation
         new._bool_fields = set(self._bool_fields)
+        new.dims, new.payload_schema = dict(self.dims), dict(self.payload_schema)
         return new
 
     def abandon_rebuild(self, generation: str) -> None:
@@ -333,29 +427,4 @@ class QdrantEdgeIndex:
             if child.is_dir() and child.name.startswith(f"{self.collection}-") and child.name not in keep:
                 self._drop(child)
         logger.info("Qdrant Edge index switched to %s", name)
-
-
-def to_edge_filter(spec: SearchFilter) -> Any:
-    from qdrant_edge import (
-        FieldCondition,
-        Filter,
-        HasIdCondition,
-        MatchAny,
-        MatchValue,
-        RangeFloat,
-    )
-
-    def value(v: Any) -> Any:
-        return int(v) if isinstance(v, bool) else v
-
-    must: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.match.items()]
-    must += [FieldCondition(k, match=MatchAny(list(v))) for k, v in spec.match_any.items()]
-    must += [
-        FieldCondition(k, range=RangeFloat(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
-    ]
-    if spec.ids is not None:
-        must.append(HasIdCondition({uuid.UUID(i) for i in spec.ids}))
-    must_not: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.exclude.items()]
-    if spec.exclude_ids:
-        must_not.append(HasIdCondition({uuid.UUID(i) for i in spec.exclude_ids}))
-    return Filter(must=must or None, must_not=must_not or None)
+        write_stats(self)

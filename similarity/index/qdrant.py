@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import Hit, PointData, SearchFilter
+from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, exact_scores
+from .qdrant_fused import NO_SCORE, fused_arguments
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -199,6 +200,27 @@ class QdrantServerIndex:
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
+    def query_fused(self, request: FusedQuery) -> list[FusedHit]:
+        """One request (see :mod:`.qdrant_fused`); one per group through ``query_points_groups``."""
+        if not any(w > 0 for w in request.weights.values()):
+            return []
+        arguments = fused_arguments(request, search_filter=request.filter, params=self._search_params(),
+                                    to_filter=to_client_filter)
+        if request.group_by:
+            group_by = request.group_by
+            response = self._call("query groups", lambda: self.client.query_points_groups(
+                self.name, group_by=group_by, group_size=1, limit=request.limit, **arguments))
+            points = [group.hits[0] for group in response.groups if group.hits]
+        else:
+            response = self._call("query", lambda: self.client.query_points(
+                self.name, limit=request.limit, **arguments))
+            points = response.points
+        return [
+            FusedHit(str(p.id), float(p.score), exact_scores(request.vectors, p.vector), dict(p.payload or {}))
+            for p in points
+            if p.score > NO_SCORE
+        ]
+
     def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
         offset: Any = None
         while True:
@@ -303,6 +325,9 @@ def to_client_filter(spec: SearchFilter) -> Any:
         must.append(models.HasIdCondition(has_id=sorted(spec.ids)))
     must_not: list[Any] = [
         models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.exclude.items()
+    ]
+    must_not += [
+        models.FieldCondition(key=k, match=models.MatchAny(any=list(v))) for k, v in spec.exclude_any.items()
     ]
     if spec.exclude_ids:
         must_not.append(models.HasIdCondition(has_id=sorted(spec.exclude_ids)))

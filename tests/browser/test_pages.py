@@ -25,7 +25,7 @@ def test_product_page_shows_widget_with_working_links(page: Any, indexed_shop: d
     watch = indexed_shop["watches"][0]
     page.goto(watch.get_absolute_url())
     assert page.locator("h1").inner_text() == norm(watch.title)
-    cards = page.locator("[data-similar-widget] [data-similar-card]")
+    cards = page.locator("[data-similar-widget]:not(.behaviour-widget) [data-similar-card]")
     assert cards.count() == 8
     assert page.locator("[data-similar-widget][data-fallback]").count() == 0
     titles = cards.locator(".similar-title").all_inner_texts()

@@ -34,8 +34,8 @@ class Command(BaseCommand):
                             help="relevant = same category ancestor at this depth (1 = top level; default 2)")
         source.add_argument("--labels", type=Path, help="CSV sku,label: relevant = same label")
         source.add_argument("--judgments", type=Path, help="CSV sku_a,sku_b,relevance (graded, 0 = not)")
-        source.add_argument("--queries", type=Path,
-                            help="CSV image,sku or text,sku (paths relative to the CSV): visual/text search")
+        parser.add_argument("--queries", type=Path,
+                            help="CSV image,sku, text,sku or text,label (with --labels): photo/typed search")
         parser.add_argument("--k", type=_ks, default=evaluation.DEFAULT_KS, help="cut-offs, e.g. 1,5,10")
         parser.add_argument("--rankings", default=",".join(evaluation.RANKINGS),
                             help="comma-separated subset of image,text,fused,lexical")
@@ -55,8 +55,37 @@ class Command(BaseCommand):
         parser.add_argument("--json", type=Path, help="write {ranking: {metric@k: value}} here")
         parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
         parser.add_argument("--model", default=None, help="the spec's model label (default: the first)")
+        # Behaviour (docs/behaviour.md): score bought-together / recommended on events not imported.
+        # Staff tools (docs/staff-tools.md): categories = suggest hidden categories back;
+        # duplicates = find planted copies (--planted).
+        parser.add_argument("--task", choices=("basket", "next-item", "categories", "duplicates"), default=None,
+                            help="evaluate the behaviour widgets on --events instead of similar products")
+        parser.add_argument("--events", type=Path, help="with --task: a CSV of events that were not imported")
+        parser.add_argument("--columns", default="", help="with --task: canonical=theirs column names")
+        parser.add_argument("--since", default=None, help="with --task: only events at or after this time")
+        parser.add_argument("--compare-untrained", action="store_true",
+                            help="also rank with the plain encoders (no trained adapter), in the same run")
+        parser.add_argument("--cross-split", action="store_true",
+                            help="choose the fusion rule on one half of the top-level categories, report on the other")
+        parser.add_argument("--hide", type=float, default=0.2, help="--task categories: share of categories hidden")
+        parser.add_argument("--neighbours", type=int, default=None,
+                            help="--task categories: neighbours that vote (default: the suggestion's)")
+        parser.add_argument("--planted", type=Path, help="--task duplicates: CSV sku_a,sku_b of planted copies")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["task"] in ("categories", "duplicates"):
+            from similarity.evaluation.staff_tasks import run_task as run_staff_task
+
+            try:
+                metrics = run_staff_task(self, options)
+            except (evaluation.EvaluationError, IndexUnavailable) as exc:
+                raise CommandError(str(exc)) from exc
+            self._write_json(options["json"], metrics)
+            return
+        if options["task"]:
+            from similarity.behaviour.report import run_task
+
+            return run_task(self, options)
         ks = options["k"]
         rankings = [r.strip() for r in options["rankings"].split(",") if r.strip()]
         unknown = set(rankings) - set(evaluation.RANKINGS)
@@ -76,7 +105,9 @@ class Command(BaseCommand):
 
         try:
             if options["queries"]:
-                metrics = evaluation.evaluate_query_file(catalog, options["queries"], ks=ks)
+                from similarity.evaluation.joint import query_tables
+
+                metrics = query_tables(catalog, options, ks, rankings)
                 self._table(metrics, ks, f"queries in {options['queries'].name}")
                 self._write_json(options["json"], metrics)
                 return
@@ -89,6 +120,10 @@ class Command(BaseCommand):
                 catalog, relevance, queries=queries, rankings=rankings, ks=ks,
                 normalisation=options["normalisation"],
             )
+            if options["compare_untrained"]:
+                from similarity.evaluation.joint import add_untrained
+
+                add_untrained(result, catalog, relevance, queries, rankings, ks, options["normalisation"])
         except evaluation.EvaluationError as exc:
             raise CommandError(str(exc)) from exc
         self._table(result.metrics, ks, f"{relevance.name}, {len(queries)} queries")
@@ -96,6 +131,11 @@ class Command(BaseCommand):
             metric = f"precision@{max(ks)}"
             self._table(result.by_group(catalog, metric), (), f"{metric} per top-level category",
                         columns=list(result.metrics), label="category")
+        if options["cross_split"]:
+            from similarity.evaluation.cross_split import cross_split_lines
+
+            self.stdout.write("\n".join(cross_split_lines(catalog, relevance, ks,
+                                                          compare_untrained=options["compare_untrained"])))
         sweep = self._sweep(catalog, relevance, queries, ks, options) if options["sweep_weights"] else None
         self._write_json(options["json"], result.metrics)
         if options["plots"]:

@@ -1,0 +1,65 @@
+"""``similarity_evaluate --task basket|next-item``: run the behaviour evaluation and print it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from .evaluation import EvaluationError, evaluate_basket, evaluate_next_item
+from .importer import EventFormatError, parse_columns, parse_time
+
+
+def run_task(command: BaseCommand, options: dict[str, Any]) -> None:
+    path = options["events"]
+    if path is None or not path.is_file():
+        raise CommandError("--task needs --events FILE (a CSV of events that were not imported)")
+    k = max(options["k"])
+    started = time.perf_counter()
+    try:
+        since = parse_time(options["since"]) if options["since"] else None
+        kwargs: dict[str, Any] = {"columns": parse_columns(options["columns"]), "k": k, "seed": options["seed"],
+                                  "since": since, "model": options["model"]}
+        if options["task"] == "basket":
+            metrics = evaluate_basket(path, max_cases=options["sample"], **kwargs)
+        else:
+            if options["sample"]:
+                kwargs["max_positions"] = options["sample"]
+            metrics = evaluate_next_item(path, **kwargs)
+    except (EvaluationError, EventFormatError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    seconds = time.perf_counter() - started
+    command.stdout.write(f"{options['task']} on {path.name} (k={k}, seed={options['seed']}, {seconds:.0f} s):")
+    command.stdout.write(f"{'ranking':<22}{'hit@' + str(k):>10}{'mrr':>10}")
+    for name, values in sorted(metrics.items(), key=lambda kv: -kv[1][f"hit@{k}"]):
+        command.stdout.write(f"{name:<22}{values[f'hit@{k}']:>10.4f}{values['mrr']:>10.4f}")
+    if options["json"]:
+        options["json"].parent.mkdir(parents=True, exist_ok=True)
+        options["json"].write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def run_training(command: BaseCommand, options: dict[str, Any]) -> None:
+    """``similarity_train --behaviour``: train, make live (unless ``--no-activate``), report."""
+    from .. import services
+    from ..exceptions import IndexUnavailable
+    from .train import NoEvents
+
+    try:
+        row = services.train_behaviour(
+            options["model"], algorithm=options["algorithm"], seed=options["seed"],
+            activate=not options["no_activate"],
+        )
+    except (NoEvents, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    except IndexUnavailable as exc:
+        raise CommandError(f"the vector index is unavailable: {exc}") from exc
+    for name, values in row.metrics.items():
+        command.stdout.write(
+            f"  {name:<8} on the newest baskets: hit@10 {values['hit@10']:.4f}, mrr {values['mrr']:.4f}"
+        )
+    state = "live now" if row.live else "stored (not live)"
+    command.stdout.write(
+        f"{state}: {row.version} ({row.algorithm}, {row.items} items from {row.events} events, {row.seconds:.1f} s)"
+    )

@@ -1,0 +1,105 @@
+"""``similarity_evaluate --task categories``: hide a seeded share of the categories and suggest
+them back with :func:`similarity.categories.vote`, over the neighbours ``find_similar`` would give
+(the numpy :class:`~.ranking.Ranker`: same fusion, exclusion and one per group).
+
+A hidden product's category is not used anywhere: it does not vote for others, and the spec's
+text must not contain it (a spec with ``text_includes_taxonomy`` is refused). Accuracy@1 and @3
+per level are compared with the "most frequent category" baseline, counted over the products
+that keep their category.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from typing import Any
+
+import numpy as np
+
+from ..categories import NEIGHBOURS, vote
+from .catalog import EvalCatalog, EvaluationError
+from .ranking import BLOCK, Ranker, top_k
+
+#: confidences at which the report gives coverage and accuracy (for an "apply above" setting)
+CONFIDENCE_STEPS = (0.5, 0.7, 0.9)
+
+
+def hidden_positions(catalog: EvalCatalog, share: float, seed: int) -> np.ndarray:
+    """A seeded ``share`` of the products that have a category."""
+    if not 0 < share < 1:
+        raise EvaluationError("--hide takes a share between 0 and 1, e.g. 0.2")
+    labelled = np.array([i for i, c in enumerate(catalog.categories) if c], dtype=int)
+    if len(labelled) < 2:
+        raise EvaluationError("fewer than two products have a category; nothing to suggest from")
+    size = max(1, round(share * len(labelled)))
+    return np.sort(np.random.default_rng(seed).choice(labelled, size=size, replace=False))
+
+
+def evaluate_categories(
+    catalog: EvalCatalog, *, hide: float = 0.2, seed: int = 0, neighbours: int = NEIGHBOURS,
+    tops: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Accuracy@1/@3 per level of the suggestions for the hidden products, and the baseline.
+
+    ``tops``: only score hidden products under these top-level categories (to choose a setting
+    on one half of a catalog's categories and check it on the other)."""
+    if catalog.spec is not None and catalog.spec.text_includes_taxonomy:
+        raise EvaluationError(
+            "the spec puts the category path into the encoded text, so a hidden category would still "
+            "be seen; evaluate with a spec without it."
+        )
+    hidden = hidden_positions(catalog, hide, seed)
+    if tops is not None:
+        hidden = np.array([q for q in hidden if catalog.categories[q][0] in set(tops)], dtype=int)
+        if not len(hidden):
+            raise EvaluationError("no hidden product falls under the chosen top-level categories")
+    is_hidden = np.zeros(len(catalog), dtype=bool)
+    is_hidden[hidden] = True
+    known = [[] if is_hidden[i] else list(c) for i, c in enumerate(catalog.categories)]
+    depth = max(len(catalog.categories[q]) for q in hidden)
+    ranker = Ranker(catalog, limit=neighbours)
+    unique_groups = len(set(catalog.groups.tolist())) == len(catalog)
+    suggestions = []
+    for start in range(0, len(hidden), BLOCK):
+        block = hidden[start : start + BLOCK]
+        scores = ranker.scores("fused", block)
+        top = top_k(scores, neighbours, None if unique_groups else catalog.groups)
+        for row in range(len(block)):
+            suggestions.append(vote((known[c], float(scores[row, c])) for c in top[row] if c >= 0))
+    levels: dict[str, dict[str, float]] = {}
+    for level in range(1, depth + 1):
+        truth = [tuple(catalog.categories[q][:level]) for q in hidden]
+        counted = [i for i, t in enumerate(truth) if len(t) == level]
+        if not counted:
+            continue
+        frequent = [p for p, _ in Counter(tuple(c[:level]) for c in known if len(c) >= level).most_common(3)]
+        acc1 = acc3 = base1 = base3 = 0
+        for i in counted:
+            suggestion = suggestions[i]
+            ranked = ([p for p, _ in suggestion.levels[level - 1]]
+                      if suggestion is not None and len(suggestion.levels) >= level else [])
+            acc1 += bool(ranked) and ranked[0] == truth[i]
+            acc3 += truth[i] in ranked[:3]
+            base1 += bool(frequent) and frequent[0] == truth[i]
+            base3 += truth[i] in frequent
+        n = len(counted)
+        levels[f"level {level}"] = {
+            "accuracy@1": acc1 / n, "accuracy@3": acc3 / n,
+            "baseline accuracy@1": base1 / n, "baseline accuracy@3": base3 / n, "products": float(n),
+        }
+    return {"levels": levels, "confidence": _by_confidence(catalog, hidden, suggestions),
+            "hidden": int(len(hidden)), "neighbours": neighbours}
+
+
+def _by_confidence(catalog: EvalCatalog, hidden: np.ndarray, suggestions: list[Any]) -> dict[str, dict[str, float]]:
+    """Share of hidden products whose whole suggested path clears each confidence, and how often
+    that path is a correct prefix of the truth (what "apply above a confidence" would write)."""
+    out = {}
+    for step in CONFIDENCE_STEPS:
+        chosen = [(q, s) for q, s in zip(hidden.tolist(), suggestions, strict=True) if s and s.confidence >= step]
+        right = sum(1 for q, s in chosen if list(catalog.categories[q][: len(s.path)]) == s.path)
+        out[f">= {step}"] = {
+            "coverage": len(chosen) / len(hidden) if len(hidden) else 0.0,
+            "accuracy": right / len(chosen) if chosen else 0.0,
+        }
+    return out

@@ -1,0 +1,106 @@
+"""Category suggestions: the vote, the suggestion from real neighbours, the command, the admin
+(shown on the product page, applied by an action through the spec) and the evaluation."""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from catalog.models import Product
+from similarity import services
+from similarity.categories import vote
+
+from .staff_catalog import fresh_merchandising, import_rows, pick, product  # noqa: F401
+
+
+def test_vote_weights_by_similarity_and_stays_on_one_branch() -> None:
+    suggestion = vote(sharpen=1, neighbours=[
+        (["Watches", "Wrist Watches", "Analog"], 0.9),
+        (["Watches", "Wrist Watches", "Digital"], 0.8),
+        (["Watches", "Wrist Watches", "Analog"], 0.7),
+        (["Kitchen", "Mugs", "Coffee"], 0.95),
+        ([], 0.99),  # no category: no vote
+    ])
+    assert suggestion is not None
+    assert suggestion.levels[0][0] == (("Watches",), pytest.approx(2.4 / 3.35))
+    # The third level: Analog wins under Wrist Watches (1.6 of 2.4 Watches votes would be a
+    # majority of that branch, but only 1.6 / 3.35 of all votes: not a majority, so it stops).
+    assert suggestion.levels[2][0][0] == ("Watches", "Wrist Watches", "Analog")
+    assert suggestion.path == ["Watches", "Wrist Watches"]
+    assert suggestion.confidence == pytest.approx(2.4 / 3.35)
+    assert suggestion.label == "Watches > Wrist Watches"
+    assert suggestion.as_dict()["alternatives"] == [
+        {"category": "Kitchen > Mugs", "confidence": pytest.approx(0.95 / 3.35, abs=1e-4)}
+    ]
+    assert vote([([], 0.9), (["A"], 0.0)]) is None
+
+
+def test_vote_keeps_the_root_even_without_a_majority() -> None:
+    suggestion = vote([(["A", "B"], 0.5), (["C", "D"], 0.4), (["E", "F"], 0.3)], sharpen=1)
+    assert suggestion is not None and suggestion.path == ["A"]
+
+
+@pytest.fixture
+def shop(flipkart: Path, flipkart_rows: list[dict[str, str]], tmp_path: Path) -> dict[str, Any]:
+    """6 watches and 6 coffee mugs; one more watch imported without its category."""
+    watches = [r for r in flipkart_rows if r["image"] and r["category"].startswith("Watches > Wrist Watches")]
+    mugs = [r for r in flipkart_rows if r["image"] and r["category"].startswith("Kitchen & Dining > Coffee Mugs")]
+    rows = watches[:6] + mugs[:6]
+    orphan = {**watches[6], "category": ""}
+    import_rows([*rows, orphan], tmp_path / "csv", flipkart)
+    return {"orphan": product(orphan["sku"]), "truth": watches[6]["category"]}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_suggestion_command_and_admin(shop: dict[str, Any], tmp_path: Path, admin_client: Any) -> None:
+    orphan = shop["orphan"]
+    suggestion = services.suggest_category(orphan)
+    assert suggestion is not None
+    assert suggestion.path == shop["truth"].split(" > ")[:len(suggestion.path)]
+    assert suggestion.path[:2] == ["Watches", "Wrist Watches"]
+    assert suggestion.confidence > 0.5
+
+    # The command, only for products without a category, keyed by the spec's lookup field (SKU).
+    out = tmp_path / "suggestions.json"
+    call_command("similarity_suggest_categories", "--only-missing", "--json", str(out), stdout=StringIO())
+    written = json.loads(out.read_text())
+    assert list(written) == [orphan.sku]
+    assert written[orphan.sku]["category"] == suggestion.label
+    assert written[orphan.sku]["confidence"] == pytest.approx(suggestion.confidence, abs=1e-4)
+
+    # The admin product page shows it; the action applies it through spec.apply_category.
+    page = admin_client.get(f"/admin/catalog/product/{orphan.pk}/change/").content.decode()
+    assert f"Suggested: <strong>{escape(suggestion.label)}</strong> ({suggestion.confidence:.2f})" in page
+    response = admin_client.post("/admin/catalog/product/", {
+        "action": "apply_suggested_category", "_selected_action": [orphan.pk],
+    }, follow=True)
+    assert "Applied the suggested category to 1" in response.content.decode()
+    assert str(Product.objects.get(pk=orphan.pk).category) == suggestion.label
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_evaluate_categories_beats_the_most_frequent_baseline(
+    flipkart: Path, flipkart_rows: list[dict[str, str]], tmp_path: Path,
+) -> None:
+    import_rows(pick(flipkart_rows, {"Watches": 5, "Kitchen & Dining": 5, "Computers": 5}), tmp_path / "csv",
+                flipkart)
+    out = StringIO()
+    report = tmp_path / "categories.json"
+    call_command("similarity_evaluate", "--task", "categories", "--hide", "0.2", "--seed", "0",
+                 "--json", str(report), stdout=out)
+    text = out.getvalue()
+    assert "3 of 15 products had their category hidden" in text
+    levels = json.loads(report.read_text())["levels"]
+    assert set(levels) == {"level 1", "level 2", "level 3"}
+    top = levels["level 1"]
+    assert top["products"] == 3
+    assert top["accuracy@1"] > top["baseline accuracy@1"]
+    assert top["accuracy@3"] >= top["accuracy@1"]
