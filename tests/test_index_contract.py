@@ -233,12 +233,31 @@ def test_query_fused_scores_candidates_found_through_one_modality_exactly(index)
     points = [point(n) for n in range(1, 81)]
     index.upsert(points)
     query = points[0]
-    hits = index.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=5, limit=8))
+    hits = index.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=5, limit=8,
+                                        filter=SearchFilter(exclude_ids=frozenset({query.id}))))
     exact = exact_fused(points, query)
     for hit in hits:
         assert set(hit.scores) == {"image", "text"}
         assert hit.score == pytest.approx(exact[hit.id], abs=1e-5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_query_fused_scores_of_an_exact_copy_with_and_without_an_image(index):
+    """A duplicate listing (same photo, same title: both cosines 1.0) keeps its image score; a
+    point without an image has none: told apart by the payload's list of vectors."""
+    from similarity.index.base import FusedQuery
+
+    original = point(1, model_versions={"image": "v", "text": "v"})
+    copy = PointData(pid(2), dict(original.vectors), {**original.payload, "pk": 2, "group": 2})
+    no_image = point(3, image=False, model_versions={"text": "v"})
+    no_image = PointData(no_image.id, {"text": original.vectors["text"]}, no_image.payload)
+    index.upsert([original, copy, no_image])
+    hits = index.query_fused(FusedQuery(vectors=original.vectors, weights=WEIGHTS, fetch=10, limit=5,
+                                        filter=SearchFilter(exclude_ids=frozenset({original.id})),
+                                        payload_fields=("pk", "model_versions"), presence_field="model_versions"))
+    scores = {h.payload["pk"]: h.scores for h in hits}
+    assert scores[2] == pytest.approx({"image": 1.0, "text": 1.0}, abs=1e-5)
+    assert scores[3] == pytest.approx({"text": 1.0}, abs=1e-5)
 
 
 def test_query_fused_filters_payload_fields_and_one_per_group(index):

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .base import FusedHit, FusedQuery, SearchFilter, active_vectors, exact_scores, pick_one_per_group
+from .base import FusedHit, FusedQuery, SearchFilter, active_vectors, hit_scores, pick_one_per_group, vectors_to_fetch
 
 if TYPE_CHECKING:
     from .edge import QdrantEdgeIndex
@@ -66,7 +66,7 @@ def fused_request(request: FusedQuery, *, rows: int, search_filter: SearchFilter
     payload = PayloadSelector.Include(list(request.payload_fields)) if request.payload_fields is not None else True
     return QueryRequest(
         limit=rows, prefetches=rescored, query=formula, with_payload=payload,
-        with_vector=[name for name, _v, _w in active],
+        with_vector=vectors_to_fetch(request) or False,
     )
 
 
@@ -107,7 +107,7 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
         search_filter = (search_filter or SearchFilter()).without_groups(
             group, [hit.payload[group] for hit, _v in picked if hit.payload.get(group) is not None]
         )
-    return [replace(hit, scores=exact_scores(request.vectors, vectors)) for hit, vectors in picked]
+    return [replace(hit, scores=hit_scores(request, hit.score, vectors, hit.payload)) for hit, vectors in picked]
 
 
 def to_edge_filter(spec: SearchFilter) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, exact_scores
+from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, hit_scores
 from .qdrant_fused import NO_SCORE, fused_arguments
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,8 @@ class QdrantServerIndex:
                 self.name, limit=request.limit, **arguments))
             points = response.points
         return [
-            FusedHit(str(p.id), float(p.score), exact_scores(request.vectors, p.vector), dict(p.payload or {}))
+            FusedHit(str(p.id), float(p.score), hit_scores(request, float(p.score), p.vector, p.payload),
+                     dict(p.payload or {}))
             for p in points
             if p.score > NO_SCORE
         ]

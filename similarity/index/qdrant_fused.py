@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FusedQuery, SearchFilter, active_vectors
+from .base import FusedQuery, SearchFilter, active_vectors, vectors_to_fetch
 
 #: the fused score of a point with none of the named vectors (outside the cosine range)
 NO_SCORE = -2.0
@@ -48,5 +48,5 @@ def fused_arguments(request: FusedQuery, *, search_filter: SearchFilter | None, 
     payload: Any = list(request.payload_fields) if request.payload_fields is not None else True
     return {
         "prefetch": rescored, "query": formula, "with_payload": payload,
-        "with_vectors": [name for name, _v, _w in active],
+        "with_vectors": vectors_to_fetch(request) or False,
     }
