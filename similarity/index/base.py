@@ -215,7 +215,7 @@ class VectorIndex(Protocol):
 
     def abandon_rebuild(self, generation: str) -> None: ...
 
-    def finish_rebuild(self, new: VectorIndex) -> None:
+    def finish_rebuild(self, new: VectorIndex) -> bool | None:
         """Make ``new`` the live generation in one atomic step and drop the old one."""
 
     def close(self) -> None: ...

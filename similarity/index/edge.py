@@ -66,6 +66,7 @@ class QdrantEdgeIndex:
         self._compacting = False
         self._journal: set[str] | None = None
         self._written_since_check = 0
+        self._retired: str | None = None  # the generation the last re-optimise replaced
 
     @property
     def lock(self) -> threading.RLock:
@@ -357,8 +358,12 @@ class QdrantEdgeIndex:
         if self._written_since_check < max(1, threshold // 4) or self._compacting:
             return
         self._written_since_check = 0
-        unindexed = self.unindexed_vectors()
-        write_stats(self, unindexed=unindexed)
+        try:  # the points are written: a failed size check must not fail the write
+            unindexed = self.unindexed_vectors()
+            write_stats(self, unindexed=unindexed)
+        except Exception:  # noqa: BLE001
+            logger.exception("could not check how much of %s is unindexed", self.collection)
+            return
         if unindexed >= threshold:
             start_background_reoptimize(self)
 
@@ -412,19 +417,37 @@ class QdrantEdgeIndex:
         finally:
             lock.release()
 
-    def finish_rebuild(self, new: QdrantEdgeIndex) -> None:
+    def finish_rebuild(self, new: QdrantEdgeIndex, *, expect: str | None = None, sweep: bool = True) -> bool:
+        """Make ``new`` live. The pointer is checked and replaced under an advisory lock of its
+        own, so two switches in two processes (a rebuild command, the web process's background
+        re-optimise) never interleave; with ``expect``, only if the live generation is still
+        that one (False otherwise: the caller abandons ``new``). ``sweep``: drop the older
+        generations nobody holds (a re-optimise passes False: an unlocked folder may be a
+        rebuild's generation between its optimise and its switch)."""
         name = new._pinned
         assert name, "finish_rebuild takes the index returned by start_rebuild"
+        try:  # measured on the new generation, which the caller holds (never the live one: a
+            write_stats(new)  # rebuild command may run beside the process that holds it)
+        except Exception:  # noqa: BLE001 - the size record is advice only
+            logger.exception("could not record the size of %s", name)
         new.close()
-        with self._lock:
-            previous = self._live_dir()
-            self._write_pointer(name)
-            self._release()
-        # Keep the generation just replaced (a reader may still have it open); drop older ones
-        # that no process holds.
-        keep = {name, previous}
-        for child in self.root.iterdir():
-            if child.is_dir() and child.name.startswith(f"{self.collection}-") and child.name not in keep:
-                self._drop(child)
+        pointer_lock = ShardLock(self.pointer)
+        pointer_lock.acquire(self.lock_timeout)
+        try:
+            with self._lock:
+                previous = self._live_dir()
+                if expect is not None and previous != expect:
+                    return False
+                self._write_pointer(name)
+                self._release()
+        finally:
+            pointer_lock.release()
+        if sweep:
+            # Keep the generation just replaced (a reader may still have it open); drop older
+            # ones that no process holds.
+            keep = {name, previous}
+            for child in self.root.iterdir():
+                if child.is_dir() and child.name.startswith(f"{self.collection}-") and child.name not in keep:
+                    self._drop(child)
         logger.info("Qdrant Edge index switched to %s", name)
-        write_stats(self)
+        return True

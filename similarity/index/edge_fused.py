@@ -104,9 +104,10 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
         picked += pick_one_per_group(rows_found, group_of, request.limit - len(picked))
         if len(picked) >= request.limit or len(points) < rows:
             break
-        search_filter = (search_filter or SearchFilter()).without_groups(
+        narrowed = (search_filter or SearchFilter()).without_groups(
             group, [hit.payload[group] for hit, _v in picked if hit.payload.get(group) is not None]
-        )
+        )  # and the rows already taken (a row without a group is not left out by its group)
+        search_filter = replace(narrowed, exclude_ids=narrowed.exclude_ids | {hit.id for hit, _v in picked})
     return [replace(hit, scores=hit_scores(request, hit.score, vectors, hit.payload)) for hit, vectors in picked]
 
 
