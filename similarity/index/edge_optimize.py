@@ -64,6 +64,9 @@ def optimize_in_child(shard_dir: Path, *, lock_timeout: float = 10.0,
 def reoptimize_live(index: QdrantEdgeIndex) -> bool:
     """Re-optimise ``index``'s live generation as described above; False when another one is
     running, or a rebuild switched the live generation meanwhile (its own optimise covers it)."""
+    if not index.dims:  # never ensured in this process: its vector names are unknown here
+        logger.warning("not re-optimising %s: ensure() was not called in this process", index.collection)
+        return False
     if not index.begin_compaction():
         return False
     target = None
