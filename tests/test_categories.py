@@ -104,3 +104,28 @@ def test_evaluate_categories_beats_the_most_frequent_baseline(
     assert top["products"] == 3
     assert top["accuracy@1"] > top["baseline accuracy@1"]
     assert top["accuracy@3"] >= top["accuracy@1"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_import_applies_confident_category_suggestions(flipkart: Path, flipkart_rows: list[dict[str, str]],
+                                                       tmp_path: Path) -> None:
+    """``import_catalog --categorise-above X``: a product imported without a category gets the
+    one its neighbours suggest, when confident enough; below the threshold it stays without."""
+    import csv
+
+    watches = [r for r in flipkart_rows if r["image"] and r["category"].startswith("Watches > Wrist Watches")]
+    mugs = [r for r in flipkart_rows if r["image"] and r["category"].startswith("Kitchen & Dining > Coffee Mugs")]
+    orphan = {**watches[6], "category": ""}
+    path = tmp_path / "catalog.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(orphan))
+        writer.writeheader()
+        for row in [*watches[:6], *mugs[:6], orphan]:
+            writer.writerow({**row, "image": str(flipkart / row["image"])})
+    out = StringIO()
+    call_command("import_catalog", str(path), "--image-root", str(flipkart), "--categorise-above", "1.01", stdout=out)
+    assert product(orphan["sku"]).category is None and "categorised 0 products" in out.getvalue()
+    call_command("import_catalog", str(path), "--image-root", str(flipkart), "--categorise-above", "0.5", stdout=out)
+    assert str(product(orphan["sku"]).category).startswith("Watches > Wrist Watches")
+    assert "categorised 1 products" in out.getvalue()

@@ -38,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--image-root", action="append", default=[], dest="image_roots", metavar="DIR",
                             help="another folder images may be read from (repeatable); by default only the "
                                  "CSV's folder")
+        parser.add_argument("--categorise-above", type=float, default=None, metavar="CONFIDENCE",
+                            help="after the import, give each product without a category the one its "
+                                 "nearest neighbours suggest, when their confidence is at least this (0-1)")
         parser.add_argument("--max-image-bytes", type=int, default=MAX_IMAGE_BYTES,
                             help=f"skip image files larger than this (default {MAX_IMAGE_BYTES})")
 
@@ -62,7 +65,24 @@ class Command(BaseCommand):
         finally:
             bar.close()
         self._write_report(report, verbosity)
+        if options.get("categorise_above") is not None:
+            self._categorise(options["categorise_above"], verbosity)
         self.exit_code = 0 if report.clean else EXIT_ROW_PROBLEMS
+
+    def _categorise(self, threshold: float, verbosity: int) -> None:
+        """Suggested categories (similarity.categories) for the products imported without one."""
+        from similarity import services
+
+        applied = skipped = 0
+        for obj, suggestion in services.suggest_categories(only_missing=True):
+            if suggestion is not None and suggestion.confidence >= threshold:
+                services.apply_category_suggestion(obj, suggestion)
+                applied += 1
+            else:
+                skipped += 1
+        if verbosity >= 1:
+            self.stdout.write(f"categorised {applied} products without a category at confidence >= {threshold}; "
+                              f"{skipped} left without one (not indexed yet, or no confident suggestion)")
 
     def _write_report(self, report: ImportReport, verbosity: int) -> None:
         if verbosity >= 1:
