@@ -20,7 +20,16 @@ import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .base import FusedHit, FusedQuery, SearchFilter, active_vectors, hit_scores, pick_one_per_group, vectors_to_fetch
+from .base import (
+    FusedHit,
+    FusedQuery,
+    SearchFilter,
+    active_vectors,
+    hit_scores,
+    pick_one_per_group,
+    rescored,
+    vectors_to_fetch,
+)
 
 if TYPE_CHECKING:
     from .edge import QdrantEdgeIndex
@@ -108,7 +117,8 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
             group, [hit.payload[group] for hit, _v in picked if hit.payload.get(group) is not None]
         )  # and the rows already taken (a row without a group is not left out by its group)
         search_filter = replace(narrowed, exclude_ids=narrowed.exclude_ids | {hit.id for hit, _v in picked})
-    return [replace(hit, scores=hit_scores(request, hit.score, vectors, hit.payload)) for hit, vectors in picked]
+    return rescored(request, [replace(hit, scores=hit_scores(request, hit.score, vectors, hit.payload))
+                              for hit, vectors in picked])
 
 
 def to_edge_filter(spec: SearchFilter) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, hit_scores
+from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, hit_scores, rescored
 from .qdrant_fused import NO_SCORE, fused_arguments
 
 logger = logging.getLogger(__name__)
@@ -215,12 +215,12 @@ class QdrantServerIndex:
             response = self._call("query", lambda: self.client.query_points(
                 self.name, limit=request.limit, **arguments))
             points = response.points
-        return [
+        return rescored(request, [
             FusedHit(str(p.id), float(p.score), hit_scores(request, float(p.score), p.vector, p.payload),
                      dict(p.payload or {}))
             for p in points
             if p.score > NO_SCORE
-        ]
+        ])
 
     def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
         offset: Any = None
