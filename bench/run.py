@@ -409,7 +409,9 @@ def print_table(results: dict[str, Any]) -> None:
             if "error" in row:
                 lines.append(f"scale {int(size):>8} {variant}: not measured: {row['error']}")
                 continue
-            for name in ("no_filter", "filtered"):
+            for name in ("no_filter", "filtered", "filtered_acorn"):
+                if name not in row:
+                    continue
                 p, naive = row[name], row["five_round_trips"][name]
                 lines.append(
                     f"scale {int(size):>8} {variant:<10} {name:<10} one request p50 {p['p50_ms']:6.1f} "

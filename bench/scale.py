@@ -11,7 +11,9 @@ peak memory is its own. Per run: fill and optimise (HNSW) times, ``find_similar`
 one request (``VectorIndex.query_fused``) without and with filters (p50/p95/p99), recall@10 of its
 top 10 against an exact brute-force fused ranking over all points (numpy, same weights, same
 filters), the same queries through the previous five-round-trip path (per-modality queries plus
-id-restricted rescoring, the naive baseline) for the ratio, peak RAM and disk.
+id-restricted rescoring, the naive baseline) for the ratio, peak RAM and disk. The filtered
+queries run twice: plain HNSW, and with ACORN (``INDEX["ACORN"]``: a filter that leaves few points
+is searched through neighbours' neighbours too).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,9 @@ WEIGHTS = {"image": 0.3, "text": 0.7}
 CHUNK = 2000
 FETCH = 100
 SCHEMA = {"pk": "keyword", "group": "keyword", "model": "keyword", "category_ids": "integer", "in_stock": "bool"}
-FILTERS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("no_filter", {}), ("filtered", {"category_ids": 7, "in_stock": True}),
+FILTERS: tuple[tuple[str, dict[str, Any], bool], ...] = (  # (name, filter, ACORN)
+    ("no_filter", {}, False), ("filtered", {"category_ids": 7, "in_stock": True}, False),
+    ("filtered_acorn", {"category_ids": 7, "in_stock": True}, True),
 )
 
 
@@ -276,8 +280,13 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     recall: dict[str, float] = {}
     baseline: dict[str, Any] = {}
-    for name, match in FILTERS:
-        exact = exact_top(points, args.size, queries, rows, match)
+    exact_for: dict[str, list[list[int]]] = {}
+    for name, match, acorn in FILTERS:
+        index.tuning = replace(index.tuning, acorn=acorn)
+        key = json.dumps(match, sort_keys=True)
+        if key not in exact_for:
+            exact_for[key] = exact_top(points, args.size, queries, rows, match)
+        exact = exact_for[key]
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
             flt = SearchFilter(match=match, exclude_ids=frozenset({point_id(int(r))}))

@@ -33,6 +33,9 @@ class IndexSettings:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 128
+    #: ACORN for filtered searches: with a filter that leaves few points, the HNSW search also
+    #: walks neighbours' neighbours, so it still finds the filtered points (slower per query)
+    acorn: bool = False
     #: segments with more vector data than this (KB) get an HNSW graph when optimised; smaller
     #: ones are scanned (Qdrant's default threshold)
     indexing_threshold_kb: int = 10_000

@@ -24,9 +24,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "spec_filter"]
 
-#: the payload a result needs: the object's key (to load it), its group (one per group) and the
-#: modalities it has (for its exact per-modality scores)
-RESULT_FIELDS = ("pk", "group", "model_versions")
+#: the payload a result needs: the object's key (to load it) and its group (one per group)
+RESULT_FIELDS = ("pk", "group")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +122,6 @@ def find_similar(
         found = index.query_fused(FusedQuery(
             vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
             filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
-            presence_field="model_versions",
         ))
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)

@@ -168,10 +168,10 @@ def test_unreachable_qdrant_server_is_retryable():
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
 def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(backend, tmp_path):
     """With a tiny indexing threshold, optimise builds HNSW graphs (int8 quantised, rescored);
-    the top results equal an exact scan's."""
+    the top results equal an exact scan's, with a filter too (ACORN on)."""
     from similarity.conf import IndexSettings
 
-    tuning = IndexSettings(indexing_threshold_kb=1, quantization="int8", hnsw_ef=64)
+    tuning = IndexSettings(indexing_threshold_kb=1, quantization="int8", hnsw_ef=64, acorn=True)
     if backend == "edge":
         idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="tuned", tuning=tuning)
     else:
@@ -180,11 +180,16 @@ def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(ba
     idx.upsert([point(n) for n in range(1, 301)])
     assert idx.optimize()
     if backend == "edge":
-        assert idx.indexed_vectors() == 600, "both named vectors of every point are in a graph"
+        assert idx.indexed_vectors() == 900, "image, text and fused vectors of every point are in a graph"
     query = vec(7, 4)
     got = [h.id for h in idx.query("text", query, limit=10)]
     matrix = np.array([vec(n, 4) for n in range(1, 301)])
     exact = [pid(int(n) + 1) for n in np.argsort(-(matrix @ np.array(query)))[:10]]
+    assert len(set(got) & set(exact)) >= 9
+    # a filter that keeps a third of the points, searched with ACORN
+    got = [h.id for h in idx.query("text", query, limit=10, filter=SearchFilter(match={"category_ids": 11}))]
+    kept = [n for n in range(1, 301) if n % 3 == 1]
+    exact = [pid(kept[int(i)]) for i in np.argsort(-(matrix[[n - 1 for n in kept]] @ np.array(query)))[:10]]
     assert len(set(got) & set(exact)) >= 9
     idx.close()
 
@@ -254,7 +259,7 @@ def test_query_fused_scores_of_an_exact_copy_with_and_without_an_image(index):
     index.upsert([original, copy, no_image])
     hits = index.query_fused(FusedQuery(vectors=original.vectors, weights=WEIGHTS, fetch=10, limit=5,
                                         filter=SearchFilter(exclude_ids=frozenset({original.id})),
-                                        payload_fields=("pk", "model_versions"), presence_field="model_versions"))
+                                        payload_fields=("pk", "model_versions")))
     scores = {h.payload["pk"]: h.scores for h in hits}
     assert scores[2] == pytest.approx({"image": 1.0, "text": 1.0}, abs=1e-5)
     assert scores[3] == pytest.approx({"text": 1.0}, abs=1e-5)
@@ -290,3 +295,63 @@ def test_query_fused_without_active_weights_is_empty(index):
     index.upsert([point(1), point(2)])
     assert index.query_fused(FusedQuery(vectors=point(1).vectors, weights={"image": 0, "text": 0},
                                         fetch=10, limit=5)) == []
+
+
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_query_fused_on_a_collection_without_the_fused_vector(backend, tmp_path, monkeypatch):
+    """A collection created before the fused vector existed (until its next rebuild) answers with
+    per-modality searches: the same hits and scores as a collection with it; and a one-modality
+    request searches that modality's own vector."""
+    from similarity.index import edge, qdrant
+    from similarity.index.base import FUSED, FusedQuery
+
+    def make(name: str) -> QdrantEdgeIndex | QdrantServerIndex:
+        if backend == "edge":
+            return QdrantEdgeIndex(path=str(tmp_path / name), collection="products")
+        return QdrantServerIndex(url=":memory:", collection="products")
+
+    points = [point(n, image=n % 5 != 0) for n in range(1, 41)]
+    new = make("new")
+    new.ensure(DIMS, SCHEMA)
+    monkeypatch.setattr(edge, "with_fused", dict)
+    monkeypatch.setattr(qdrant, "with_fused", dict)
+    old = make("old")
+    old.ensure(DIMS, SCHEMA)
+    assert new.has_vector(FUSED) and not old.has_vector(FUSED)
+    query = points[2]
+    flt = SearchFilter(exclude_ids=frozenset({query.id}))
+    answers = []
+    for idx in (new, old):
+        idx.upsert(points)
+        both = idx.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=40, limit=10, filter=flt))
+        text_only = idx.query_fused(FusedQuery(vectors=query.vectors, weights={"image": 0, "text": 1}, fetch=40,
+                                               limit=5, filter=flt))
+        answers.append((both, text_only))
+        assert set(idx.retrieve([query.id], with_vectors=True)[query.id].vectors) == {"image", "text"}
+    (new_both, new_text), (old_both, old_text) = answers
+    assert [h.id for h in new_both] == [h.id for h in old_both]
+    for a, b in zip(new_both, old_both, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert a.scores == pytest.approx(b.scores, abs=1e-5)
+    exact_text = sorted((p for p in points if p.id != query.id),
+                        key=lambda p: -float(np.dot(query.vectors["text"], p.vectors["text"])))[:5]
+    assert [h.id for h in new_text] == [h.id for h in old_text] == [p.id for p in exact_text]
+    new.close()
+    old.close()
+
+
+def test_the_fused_vectors_flag_stays_inside_the_index(index):
+    """A point without an image is flagged for the fused search (an indexed payload field of the
+    index's own): never returned, and kept when the payload is replaced."""
+    from similarity.index.base import PARTIAL, FusedQuery
+
+    index.upsert([point(1), point(2, image=False), point(3)])
+    index.set_payload(pid(2), {"pk": 2, "group": 2, "brand": "replaced"})
+    assert PARTIAL not in index.retrieve([pid(2)])[pid(2)].payload
+    assert all(PARTIAL not in p.payload for p in index.iter_points())
+    hits = index.query_fused(FusedQuery(vectors=point(2, image=False).vectors | {"image": vec(1002, 8)},
+                                        weights=WEIGHTS, fetch=10, limit=3))
+    assert {h.id for h in hits} == {pid(1), pid(2), pid(3)}
+    no_image = next(h for h in hits if h.id == pid(2))
+    assert no_image.scores == pytest.approx({"text": 1.0}, abs=1e-5) and no_image.score == pytest.approx(1.0, abs=1e-5)
+    assert PARTIAL not in no_image.payload

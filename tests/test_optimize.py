@@ -99,7 +99,7 @@ def test_optimising_a_rebuild_generation_happens_in_a_child_and_respects_the_loc
     target = live.start_rebuild(DIMS, SCHEMA)
     target.upsert(points(0, 300))
     assert target.optimize() is True  # closed here, optimised by `python -m similarity.index.edge_optimize`
-    assert target.indexed_vectors() == 600
+    assert target.indexed_vectors() == 900  # image, text and fused
     held = ShardLock(tmp_path / "edge" / target.generation)
     target.close()
     held.acquire(1)
@@ -109,7 +109,7 @@ def test_optimising_a_rebuild_generation_happens_in_a_child_and_respects_the_loc
     finally:
         held.release()
     live.finish_rebuild(target)
-    assert live.count() == 300 and live.indexed_vectors() == 600
+    assert live.count() == 300 and live.indexed_vectors() == 900
     query = points(0, 300)[3].vectors
     best = live.query_fused(FusedQuery(vectors=query, weights={"text": 1.0}, fetch=10, limit=1, filter=SearchFilter()))
     assert best[0].payload["pk"] == "3"

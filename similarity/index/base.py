@@ -9,6 +9,20 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 VECTOR_NAMES = ("image", "text")
+#: A third named vector: a point's image and text vectors side by side, each normalised, a
+#: missing one as zeros, searched by dot product. A query of the two query vectors scaled by
+#: their fusion weights (which sum to one) then scores every point with ``w_image·cos_image +
+#: w_text·cos_text``: the fused score in one nearest-neighbour search, with the weights chosen
+#: per query. A point lacking a part is scored low by that dot product (its missing cosine
+#: counts as zero); :func:`fused_vector_formula` divides by the weights of the parts it has,
+#: the rule of :func:`similarity.fusion.fuse_scores`. It is written by the index backends
+#: themselves (:func:`fused_vector`) and never returned by ``retrieve``.
+FUSED = "fused"
+FUSED_PARTS = VECTOR_NAMES
+#: payload flag (1) of a point lacking a part of its fused vector, indexed: the search among such
+#: points is planned from the payload index's exact count (none, in most catalogs), where a
+#: vector-presence condition would send an HNSW search through the whole graph looking for them
+PARTIAL = "fused_partial"
 T = TypeVar("T")
 
 
@@ -82,9 +96,6 @@ class FusedQuery:
     filter: SearchFilter | None = None
     group_by: str | None = None
     payload_fields: tuple[str, ...] | None = None
-    #: a payload field listing the named vectors each point has (indexing writes
-    #: ``model_versions``); tells "no such vector" from "that exact cosine" in :func:`hit_scores`
-    presence_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,39 +140,67 @@ def exact_scores(query: dict[str, list[float]], stored: dict[str, Any] | None) -
     return scores
 
 
-def vectors_to_fetch(request: FusedQuery) -> list[str]:
-    """The named vectors a fused query returns with its hits, for their exact per-modality
-    scores: every active one. (Returning only the smaller ones and solving the largest's cosine
-    from the fused score measured faster, p50 11.7 → 9.6 ms at 20k points, but gave a wrong image
-    score for a hit in one CI run of tests/test_fused_flipkart.py: a hit whose image cosine was
-    missing from the engine's fused score. Exact scores come first.)"""
-    return [name for name, _v, _w in active_vectors(request)]
+def hit_scores(request: FusedQuery, stored: dict[str, Any] | None) -> dict[str, float]:
+    """Exact per-modality cosines of a hit, from its stored vectors (only the hits returned are
+    read back with their vectors: ``limit`` of them, not every candidate)."""
+    return exact_scores({name: vector for name, vector, _w in active_vectors(request)}, stored)
 
 
-def hit_scores(request: FusedQuery, fused: float, stored: dict[str, Any] | None,
-               payload: dict[str, Any] | None = None) -> dict[str, float]:
-    """Exact per-modality cosines of a hit: computed from the returned vectors
-    (:func:`vectors_to_fetch`), and the remaining one solved from the fused score, which is the
-    weighted mean of the cosines the point has. Whether the point has the remaining vector comes
-    from ``request.presence_field`` in its payload; without one, a fused score equal to the mean
-    of the computed cosines is read as "no such vector" (it may also be exactly that cosine)."""
-    active = active_vectors(request)
-    fetched = vectors_to_fetch(request)
-    scores = exact_scores({n: v for n, v, _w in active if n in fetched}, stored)
-    remaining = [(n, w) for n, _v, w in active if n not in fetched]
-    if not remaining:
-        return scores
-    name, weight = remaining[0]
-    known_weight = sum(w for n, _v, w in active if n in scores)
-    known = sum(w * scores[n] for n, _v, w in active if n in scores)
-    present = (payload or {}).get(request.presence_field or "") if request.presence_field else None
-    if present is not None:
-        if name not in present:
-            return scores
-    elif known_weight > 0 and abs(fused - known / known_weight) < 1e-6:
-        return scores
-    scores[name] = float(min(1.0, max(-1.0, (fused * (known_weight + weight) - known) / weight)))
-    return scores
+def with_fused(dims: dict[str, int]) -> dict[str, int]:
+    """The named vectors of a new collection: ``dims`` and, when it has every part, :data:`FUSED`."""
+    if all(name in dims for name in FUSED_PARTS):
+        return {**dims, FUSED: sum(dims[name] for name in FUSED_PARTS)}
+    return dict(dims)
+
+
+def _unit(vector: Any, scale: float = 1.0) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(v))
+    return v * np.float32(scale / norm) if norm > 0 else np.zeros_like(v)
+
+
+def fused_vector(vectors: dict[str, Any], sizes: dict[str, int]) -> list[float]:
+    """A point's :data:`FUSED` vector: its parts normalised, side by side, a missing one zeros."""
+    return np.concatenate([
+        _unit(vectors[name]) if vectors.get(name) is not None else np.zeros(sizes[name], dtype=np.float32)
+        for name in FUSED_PARTS
+    ]).tolist()
+
+
+def stored_point(vectors: dict[str, Any], payload: dict[str, Any], sizes: dict[str, int]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A point's vectors and payload as written to a collection whose named vectors are
+    ``sizes``: with its :data:`FUSED` vector and :data:`PARTIAL` flag when the collection has one."""
+    vectors = {name: vector for name, vector in vectors.items() if name != FUSED}
+    payload = public_payload(payload)
+    if FUSED in sizes:
+        vectors[FUSED] = fused_vector(vectors, sizes)
+        if any(vectors.get(name) is None for name in FUSED_PARTS):
+            payload[PARTIAL] = 1
+    return vectors, payload
+
+
+def public_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored payload without the index's own fields."""
+    return {key: value for key, value in (payload or {}).items() if key != PARTIAL}
+
+
+def fused_query_vector(request: FusedQuery) -> list[float] | None:
+    """The :data:`FUSED` query of ``request``: each part's query vector normalised and scaled by
+    its share of the weights; ``None`` unless the request fuses exactly the parts (a one-modality
+    request searches that modality's own vector)."""
+    active = {name: (vector, weight) for name, vector, weight in active_vectors(request)}
+    if set(active) != set(FUSED_PARTS):
+        return None
+    total = sum(weight for _v, weight in active.values())
+    return np.concatenate([_unit(active[name][0], active[name][1] / total) for name in FUSED_PARTS]).tolist()
+
+
+def part_shares(request: FusedQuery) -> dict[str, float]:
+    """Each part's share of the weights (the scale :func:`fused_query_vector` gives it)."""
+    weights = {name: weight for name, _v, weight in active_vectors(request)}
+    total = sum(weights.values())
+    return {name: weights[name] / total for name in FUSED_PARTS}
 
 
 def rescored(request: FusedQuery, hits: list[FusedHit]) -> list[FusedHit]:

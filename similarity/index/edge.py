@@ -13,6 +13,7 @@ holder's pid; a refused process never touches the shard, so the holder keeps wri
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,18 @@ from typing import Any
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter
+from .base import (
+    FUSED,
+    PARTIAL,
+    FusedHit,
+    FusedQuery,
+    Hit,
+    PointData,
+    SearchFilter,
+    public_payload,
+    stored_point,
+    with_fused,
+)
 from .edge_fused import query_fused, to_edge_filter
 from .edge_optimize import optimize_in_child, reoptimize_live, start_background_reoptimize, write_stats
 from .shard_lock import ShardLock
@@ -67,13 +79,14 @@ class QdrantEdgeIndex:
         self._journal: set[str] | None = None
         self._written_since_check = 0
         self._retired: str | None = None  # the generation the last re-optimise replaced
+        self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
 
     @property
     def lock(self) -> threading.RLock:
         return self._lock
 
     def _load(self, payload: dict[str, Any] | None) -> dict[str, Any]:
-        payload = dict(payload or {})
+        payload = public_payload(payload)
         for key in self._bool_fields & payload.keys():
             if payload[key] is not None:
                 payload[key] = bool(payload[key])
@@ -112,7 +125,23 @@ class QdrantEdgeIndex:
                 "process at a time; stop the other process or set QDRANT_URL."
             ) from exc
         self._shard_lock = lock
+        self._vectors = self._vector_sizes(self.root / name)
         return shard
+
+    @staticmethod
+    def _vector_sizes(shard_dir: Path) -> dict[str, int]:
+        """The named vectors of a generation (qdrant-edge keeps its config beside the data)."""
+        try:
+            vectors = json.loads((shard_dir / "edge_config.json").read_text())["vectors"]
+            return {name: int(params["size"]) for name, params in vectors.items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def has_vector(self, name: str) -> bool:
+        """Whether the generation this object reads has the named vector ``name``."""
+        with self._lock:
+            self._get()
+            return name in self._vectors
 
     def _get(self) -> Any:
         with self._lock:
@@ -153,7 +182,8 @@ class QdrantEdgeIndex:
                 self._create(name, dims, payload_schema)
                 self._write_pointer(name)
             else:
-                self._ensure_field_indexes(self._get(), payload_schema)
+                shard = self._get()
+                self._ensure_field_indexes(shard, self._schema(payload_schema))
 
     def _create(self, name: str, dims: dict[str, int], payload_schema: dict[str, str]) -> None:
         from qdrant_edge import (
@@ -173,9 +203,10 @@ class QdrantEdgeIndex:
             if tuning.quantization == "int8" else None
         )
         config = EdgeConfig(
-            vectors={
-                vec: EdgeVectorParams(size=size, distance=Distance.Cosine, on_disk=tuning.on_disk or None)
-                for vec, size in dims.items()
+            vectors={  # the fused vector holds normalised parts already: a dot product
+                vec: EdgeVectorParams(size=size, distance=Distance.Dot if vec == FUSED else Distance.Cosine,
+                                      on_disk=tuning.on_disk or None)
+                for vec, size in with_fused(dims).items()
             },
             hnsw_config=HnswIndexConfig(
                 m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
@@ -188,11 +219,16 @@ class QdrantEdgeIndex:
         lock.acquire(self.lock_timeout)
         try:
             shard = EdgeShard.create(str(self.root / name), config)
-            self._ensure_field_indexes(shard, payload_schema)
+            self._ensure_field_indexes(shard, self._schema(payload_schema, with_fused(dims)))
             shard.flush()
             shard.close()
         finally:
             lock.release()
+
+    def _schema(self, payload_schema: dict[str, str], vectors: dict[str, int] | None = None) -> dict[str, str]:
+        """The payload indexes of a generation: the spec's, and the fused vector's flag."""
+        has_fused = FUSED in (self._vectors if vectors is None else vectors)
+        return {**payload_schema, PARTIAL: "integer"} if has_fused else dict(payload_schema)
 
     @staticmethod
     def _ensure_field_indexes(shard: Any, payload_schema: dict[str, str]) -> None:
@@ -211,11 +247,11 @@ class QdrantEdgeIndex:
             return
         with self._lock:
             shard = self._get()
-            shard.update(
-                UpdateOperation.upsert_points(
-                    [Point(p.id, {k: list(v) for k, v in p.vectors.items()}, _store(p.payload)) for p in points]
-                )
-            )
+            stored = [(p.id, *stored_point(p.vectors, p.payload, self._vectors)) for p in points]
+            shard.update(UpdateOperation.upsert_points([
+                Point(id, {k: list(v) for k, v in vectors.items()}, _store(payload))
+                for id, vectors, payload in stored
+            ]))
             shard.flush()
             self._journaled(p.id for p in points)
         self._maybe_reoptimize(len(points))
@@ -236,7 +272,9 @@ class QdrantEdgeIndex:
 
         with self._lock:
             shard = self._get()
-            shard.update(UpdateOperation.overwrite_payload([id], _store(payload)))
+            flag = {key: value for record in shard.retrieve([id], with_payload=True, with_vector=False)
+                    for key, value in (record.payload or {}).items() if key == PARTIAL}  # the index's own
+            shard.update(UpdateOperation.overwrite_payload([id], {**_store(public_payload(payload)), **flag}))
             shard.flush()
             self._journaled([id])
 
@@ -244,7 +282,9 @@ class QdrantEdgeIndex:
         if not ids:
             return {}
         with self._lock:
-            records = self._get().retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+            shard = self._get()
+            records = shard.retrieve(list(ids), with_payload=True,
+                                     with_vector=self._readable_vectors() if with_vectors else False)
         return {
             str(r.id): PointData(str(r.id), dict(r.vector or {}) if with_vectors else {}, self._load(r.payload))
             for r in records
@@ -253,19 +293,29 @@ class QdrantEdgeIndex:
     def query(
         self, using: str, vector: list[float], *, limit: int, filter: SearchFilter | None = None
     ) -> list[Hit]:
-        from qdrant_edge import QuantizationSearchParams, Query, QueryRequest, SearchParams
+        from qdrant_edge import Query, QueryRequest
 
-        rescore = QuantizationSearchParams(rescore=True) if self.tuning.quantization else None
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(list(vector), using=using),
             with_payload=True,
             filter=to_edge_filter(filter) if filter else None,
-            params=SearchParams(hnsw_ef=self.tuning.hnsw_ef, quantization=rescore),
+            params=self.search_params(),
         )
         with self._lock:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
+
+    def search_params(self) -> Any:
+        """HNSW search settings (``INDEX`` settings): ``hnsw_ef``, int8 rescoring, ACORN."""
+        from qdrant_edge import AcornSearchParams, QuantizationSearchParams, SearchParams
+
+        tuning = self.tuning
+        return SearchParams(
+            hnsw_ef=tuning.hnsw_ef,
+            quantization=QuantizationSearchParams(rescore=True) if tuning.quantization else None,
+            acorn=AcornSearchParams(enable=True) if tuning.acorn else None,
+        )
 
     def query_fused(self, request: FusedQuery) -> list[FusedHit]:
         """One request; see :func:`.edge_fused.query_fused` (qdrant-edge has no grouping API)."""
@@ -274,6 +324,10 @@ class QdrantEdgeIndex:
     def run_query(self, request: Any) -> list[Any]:
         with self._lock:
             return list(self._get().query(request))
+
+    def run_query_batch(self, request: Any) -> list[list[Any]]:
+        with self._lock:
+            return [list(points) for points in self._get().query_batch(request)]
 
     def stored_payload(self, payload: dict[str, Any] | None) -> dict[str, Any]:
         return self._load(payload)
@@ -329,12 +383,16 @@ class QdrantEdgeIndex:
         offset = None
         while True:
             with self._lock:
-                records, offset = self._get().scroll(
-                    ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=True)
-                )
+                shard = self._get()
+                records, offset = shard.scroll(ScrollRequest(
+                    offset=offset, limit=batch_size, with_payload=True, with_vector=self._readable_vectors()))
             yield [PointData(str(r.id), dict(r.vector or {}), self._load(r.payload)) for r in records]
             if offset is None or not records:
                 return
+
+    def _readable_vectors(self) -> list[str] | bool:
+        """The named vectors a caller reads back: all but :data:`FUSED` (derived from the others)."""
+        return [name for name in self._vectors if name != FUSED] or True
 
     def unindexed_vectors(self) -> int:
         """Vectors not in an HNSW graph yet (searched by a full scan of their segments)."""
@@ -344,7 +402,7 @@ class QdrantEdgeIndex:
             shard = self._get()
             present = sum(
                 int(shard.count(CountRequest(exact=True, filter=Filter(must=[HasVectorCondition(name)]))))
-                for name in self.dims
+                for name in (self._vectors or self.dims)
             )
             return max(0, present - int(shard.info().indexed_vectors_count))
 

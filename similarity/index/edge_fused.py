@@ -1,6 +1,22 @@
 """The one-request fused query for Qdrant Edge (qdrant-edge-py's Query API).
 
-The request, innermost first::
+A collection with the :data:`~.base.FUSED` vector (every collection created since it exists)
+answers a request that fuses image and text with one search of that vector, in two disjoint
+parts::
+
+    nearest(fused, fetch) among points with every part  ─┐
+                                                          ├─ formula: dot / Σ weights of the parts a point has
+    nearest(fused, fetch) among points lacking one       ─┘   (presence: the indexed PARTIAL flag)
+
+The dot product of a point's fused vector with the weighted query is ``Σ w·cos`` over the parts
+it has, so the first search ranks complete points by their exact fused score; the second ranks
+the points without an image (or text) among themselves, which the dot product alone would
+under-score; the formula divides by the weights of the parts each point has (the rule of
+:func:`similarity.fusion.fuse_scores`). With int8 quantisation both searches rescore with the
+original vectors.
+
+Older collections (created before the fused vector, until their next rebuild) and one-modality
+requests run the request of per-modality searches, innermost first::
 
     nearest(image, fetch) ─┐                          ┌─ rescore: image cosine of every candidate ─┐
                            ├─ union (RRF, 2 × fetch) ─┤                                            ├─ formula
@@ -21,14 +37,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .base import (
+    FUSED,
+    FUSED_PARTS,
+    PARTIAL,
     FusedHit,
     FusedQuery,
     SearchFilter,
     active_vectors,
-    hit_scores,
+    fused_query_vector,
+    part_shares,
     pick_one_per_group,
     rescored,
-    vectors_to_fetch,
 )
 
 if TYPE_CHECKING:
@@ -45,7 +64,6 @@ def fused_request(request: FusedQuery, *, rows: int, search_filter: SearchFilter
         Formula,
         Fusion,
         HasVectorCondition,
-        PayloadSelector,
         Prefetch,
         Query,
         QueryRequest,
@@ -72,56 +90,123 @@ def fused_request(request: FusedQuery, *, rows: int, search_filter: SearchFilter
         Expression.Div(Expression.Sum(numerator), Expression.Sum(denominator), by_zero_default=NO_SCORE),
         defaults={f"$score[{n}]": 0.0 for n in range(len(active))},
     )
-    payload = PayloadSelector.Include(list(request.payload_fields)) if request.payload_fields is not None else True
-    return QueryRequest(
-        limit=rows, prefetches=rescored, query=formula, with_payload=payload,
-        with_vector=vectors_to_fetch(request) or False,
+    return QueryRequest(limit=rows, prefetches=rescored, query=formula, with_payload=_payload(request),
+                        with_vector=False)
+
+
+def fused_vector_request(request: FusedQuery, query: list[float], *, rows: int,
+                         search_filter: SearchFilter | None, params: Any) -> Any:
+    """The request on the :data:`~.base.FUSED` vector (see the module docstring)."""
+    from qdrant_edge import (
+        Expression,
+        FieldCondition,
+        Formula,
+        HasVectorCondition,
+        MatchValue,
+        Prefetch,
+        Query,
+        QueryRequest,
     )
+
+    spec = search_filter or SearchFilter()
+    flagged = FieldCondition(PARTIAL, match=MatchValue(1))
+    complete, partial = to_edge_filter(spec, must_not=[flagged]), to_edge_filter(spec, must=[flagged])
+    searches = [Prefetch(limit=request.fetch, query=Query.Nearest(query, using=FUSED), filter=part, params=params)
+                for part in (complete, partial)]
+    shares = part_shares(request)
+    weight_had = Expression.Sum([
+        Expression.Mult([Expression.Constant(shares[name]), Expression.Condition(HasVectorCondition(name))])
+        for name in FUSED_PARTS
+    ])
+    formula = Formula(  # the two searches are disjoint: a point has one score, the other is 0
+        Expression.Div(Expression.Sum([Expression.Variable("$score[0]"), Expression.Variable("$score[1]")]),
+                       weight_had, by_zero_default=NO_SCORE),
+        defaults={"$score[0]": 0.0, "$score[1]": 0.0},
+    )
+    return QueryRequest(limit=rows, prefetches=searches, query=formula, with_payload=_payload(request),
+                        with_vector=False)
+
+
+def _payload(request: FusedQuery) -> Any:
+    from qdrant_edge import PayloadSelector
+
+    return PayloadSelector.Include(list(request.payload_fields)) if request.payload_fields is not None else True
 
 
 def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
-    """Run :func:`fused_request` on ``index``. With ``group_by`` the best of each group is kept
+    """Run :func:`fused_vector_request` (or, on an older collection or for one modality,
+    :func:`fused_request`) on ``index``, then read the kept hits' vectors back by id for their
+    exact per-modality cosines. With ``group_by`` the best of each group is kept
     here from ``4 × limit`` fused rows (qdrant-edge has no grouping API); when variants fill those
     rows and leave fewer than ``limit`` groups, the request runs again without the groups already
     taken (rare: a catalog of many-variant products)."""
-    from qdrant_edge import QuantizationSearchParams, SearchParams
-
     if not any(w > 0 for w in request.weights.values()):
         return []
-    rescore = QuantizationSearchParams(rescore=True) if index.tuning.quantization else None
-    params = SearchParams(hnsw_ef=index.tuning.hnsw_ef, quantization=rescore)
+    params = index.search_params()
     group = request.group_by
     rows = request.limit * 4 if group else request.limit
-    picked: list[tuple[FusedHit, Any]] = []
+    query = fused_query_vector(request) if index.has_vector(FUSED) else None
+    picked: list[FusedHit] = []
     search_filter = request.filter
     for _attempt in range(4):
         points = index.run_query(
+            fused_vector_request(request, query, rows=rows, search_filter=search_filter, params=params)
+            if query is not None else
             fused_request(request, rows=rows, search_filter=search_filter, params=params, to_filter=to_edge_filter)
         )
-        # (hit, its vectors): the exact per-modality scores are computed for the hits kept only
-        rows_found = [
-            (FusedHit(str(p.id), float(p.score), {}, index.stored_payload(p.payload)), p.vector)
-            for p in points
-            if p.score > NO_SCORE
-        ]
+        found = [FusedHit(str(p.id), float(p.score), {}, index.stored_payload(p.payload))
+                 for p in points if p.score > NO_SCORE]
         if not group:
-            picked = rows_found
+            picked = found
             break
-        def group_of(row: tuple[FusedHit, Any], key: str = group) -> Any:
-            return row[0].payload.get(key)
+        def group_of(hit: FusedHit, key: str = group) -> Any:
+            return hit.payload.get(key)
 
-        picked += pick_one_per_group(rows_found, group_of, request.limit - len(picked))
+        picked += pick_one_per_group(found, group_of, request.limit - len(picked))
         if len(picked) >= request.limit or len(points) < rows:
             break
         narrowed = (search_filter or SearchFilter()).without_groups(
-            group, [hit.payload[group] for hit, _v in picked if hit.payload.get(group) is not None]
+            group, [hit.payload[group] for hit in picked if hit.payload.get(group) is not None]
         )  # and the rows already taken (a row without a group is not left out by its group)
-        search_filter = replace(narrowed, exclude_ids=narrowed.exclude_ids | {hit.id for hit, _v in picked})
-    return rescored(request, [replace(hit, scores=hit_scores(request, hit.score, vectors, hit.payload))
-                              for hit, vectors in picked])
+        search_filter = replace(narrowed, exclude_ids=narrowed.exclude_ids | {hit.id for hit in picked})
+    scores = modality_scores(index, request, [hit.id for hit in picked])
+    return rescored(request, [replace(hit, scores=scores.get(hit.id, {})) for hit in picked])
 
 
-def to_edge_filter(spec: SearchFilter) -> Any:
+def modality_scores(index: QdrantEdgeIndex, request: FusedQuery, ids: list[str]) -> dict[str, dict[str, float]]:
+    """The exact cosine of each of ``ids`` in each active named vector, scored by the engine: one
+    batch of id-restricted exact searches (no vectors cross into Python), originals even when
+    quantised. A point without a named vector has no score for it."""
+    from qdrant_edge import (
+        Filter,
+        HasIdCondition,
+        QuantizationSearchParams,
+        Query,
+        QueryBatchRequest,
+        QueryRequest,
+        SearchParams,
+    )
+
+    if not ids:
+        return {}
+    only = Filter(must=[HasIdCondition({uuid.UUID(i) for i in ids})])
+    exact = SearchParams(exact=True, quantization=QuantizationSearchParams(ignore=True))
+    active = active_vectors(request)
+    batches = index.run_query_batch(QueryBatchRequest([
+        QueryRequest(limit=len(ids), query=Query.Nearest(vector, using=name), filter=only, params=exact,
+                     with_payload=False, with_vector=False)
+        for name, vector, _w in active
+    ]))
+    scores: dict[str, dict[str, float]] = {}
+    for (name, _vector, _w), points in zip(active, batches, strict=True):
+        for p in points:
+            scores.setdefault(str(p.id), {})[name] = float(p.score)
+    return scores
+
+
+def to_edge_filter(spec: SearchFilter, *, must: list[Any] | None = None, should: list[Any] | None = None,
+                   must_not: list[Any] | None = None) -> Any:
+    """``spec`` as a qdrant-edge ``Filter``, with extra ``must``/``should``/``must_not`` conditions."""
     from qdrant_edge import (
         FieldCondition,
         Filter,
@@ -134,15 +219,15 @@ def to_edge_filter(spec: SearchFilter) -> Any:
     def value(v: Any) -> Any:
         return int(v) if isinstance(v, bool) else v
 
-    must: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.match.items()]
+    must = [*(must or []), *(FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.match.items())]
     must += [FieldCondition(k, match=MatchAny(list(v))) for k, v in spec.match_any.items()]
     must += [
         FieldCondition(k, range=RangeFloat(gte=lo, lte=hi)) for k, (lo, hi) in spec.ranges.items()
     ]
     if spec.ids is not None:
         must.append(HasIdCondition({uuid.UUID(i) for i in spec.ids}))
-    must_not: list[Any] = [FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.exclude.items()]
+    must_not = [*(must_not or []), *(FieldCondition(k, match=MatchValue(value(v))) for k, v in spec.exclude.items())]
     must_not += [FieldCondition(k, match=MatchAny([value(x) for x in v])) for k, v in spec.exclude_any.items()]
     if spec.exclude_ids:
         must_not.append(HasIdCondition({uuid.UUID(i) for i in spec.exclude_ids}))
-    return Filter(must=must or None, must_not=must_not or None)
+    return Filter(must=must or None, should=should or None, must_not=must_not or None)

@@ -17,8 +17,22 @@ from typing import Any, TypeVar
 
 from ..conf import IndexSettings
 from ..exceptions import IndexUnavailable
-from .base import FusedHit, FusedQuery, Hit, PointData, SearchFilter, hit_scores, rescored
-from .qdrant_fused import NO_SCORE, fused_arguments
+from .base import (
+    FUSED,
+    PARTIAL,
+    FusedHit,
+    FusedQuery,
+    Hit,
+    PointData,
+    SearchFilter,
+    fused_query_vector,
+    hit_scores,
+    public_payload,
+    rescored,
+    stored_point,
+    with_fused,
+)
+from .qdrant_fused import NO_SCORE, fused_arguments, fused_vector_arguments
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +69,7 @@ class QdrantServerIndex:
         self.timeout = timeout
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
+        self._sizes: dict[str, dict[str, int]] = {}  # named vectors of each collection read
 
     @property
     def client(self) -> Any:
@@ -84,7 +99,8 @@ class QdrantServerIndex:
         def run() -> None:
             aliases = {a.alias_name for a in self.client.get_aliases().aliases}
             if self.alias in aliases or self.client.collection_exists(self.alias):
-                self._ensure_field_indexes(self.name, payload_schema)
+                flag = {PARTIAL: "integer"} if FUSED in self._vector_sizes() else {}
+                self._ensure_field_indexes(self.name, {**payload_schema, **flag})
                 return
             generation = self._create(dims, payload_schema)
             self._point_alias(generation, previous=None)
@@ -103,16 +119,17 @@ class QdrantServerIndex:
         )
         self.client.create_collection(
             generation,
-            vectors_config={
-                vec: models.VectorParams(size=size, distance=models.Distance.COSINE, on_disk=tuning.on_disk or None)
-                for vec, size in dims.items()
+            vectors_config={  # the fused vector holds normalised parts already: a dot product
+                vec: models.VectorParams(size=size, on_disk=tuning.on_disk or None,
+                                         distance=models.Distance.DOT if vec == FUSED else models.Distance.COSINE)
+                for vec, size in with_fused(dims).items()
             },
             hnsw_config=models.HnswConfigDiff(m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
                                               full_scan_threshold=tuning.indexing_threshold_kb),
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=tuning.indexing_threshold_kb),
             quantization_config=quantization,
         )
-        self._ensure_field_indexes(generation, payload_schema)
+        self._ensure_field_indexes(generation, {**payload_schema, PARTIAL: "integer"})
         return generation
 
     def _ensure_field_indexes(self, collection: str, payload_schema: dict[str, str]) -> None:
@@ -156,8 +173,23 @@ class QdrantServerIndex:
 
         if not points:
             return
-        structs = [models.PointStruct(id=p.id, vector=dict(p.vectors), payload=p.payload) for p in points]
+        sizes = self._vector_sizes()
+        structs = [models.PointStruct(id=p.id, vector=vectors, payload=payload)
+                   for p in points for vectors, payload in [stored_point(p.vectors, p.payload, sizes)]]
         self._call("upsert points", lambda: self.client.upsert(self.name, points=structs, wait=True))
+
+    def _vector_sizes(self) -> dict[str, int]:
+        """The named vectors of the collection this object addresses (read once per generation)."""
+        collection = self._target or self._call("read the alias", self._alias_target) or self.alias
+        if collection not in self._sizes:
+            info = self._call("read the collection", lambda: self.client.get_collection(collection))
+            vectors = info.config.params.vectors
+            self._sizes[collection] = {name: int(p.size) for name, p in (vectors or {}).items()} \
+                if isinstance(vectors, dict) else {}
+        return self._sizes[collection]
+
+    def has_vector(self, name: str) -> bool:
+        return name in self._vector_sizes()
 
     def delete(self, ids: list[str]) -> None:
         from qdrant_client import models
@@ -168,21 +200,25 @@ class QdrantServerIndex:
         self._call("delete points", lambda: self.client.delete(self.name, points_selector=selector, wait=True))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
-        self._call(
-            "set a payload",
-            lambda: self.client.overwrite_payload(self.name, payload=payload, points=[id], wait=True),
-        )
+        def run() -> None:
+            flag = {key: value for record in self.client.retrieve(self.name, ids=[id], with_payload=[PARTIAL])
+                    for key, value in (record.payload or {}).items() if key == PARTIAL}  # the index's own
+            self.client.overwrite_payload(self.name, payload={**public_payload(payload), **flag}, points=[id],
+                                          wait=True)
+
+        self._call("set a payload", run)
 
     def retrieve(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, PointData]:
         if not ids:
             return {}
         records = self._call(
             "retrieve points",
-            lambda: self.client.retrieve(self.name, ids=list(ids), with_payload=True, with_vectors=with_vectors),
+            lambda: self.client.retrieve(self.name, ids=list(ids), with_payload=True, with_vectors=(
+                [name for name in self._vector_sizes() if name != FUSED] or True) if with_vectors else False),
         )
         return {
             str(r.id): PointData(
-                str(r.id), dict(r.vector or {}) if with_vectors else {}, dict(r.payload or {})
+                str(r.id), dict(r.vector or {}) if with_vectors else {}, public_payload(r.payload)
             )
             for r in records
         }
@@ -198,14 +234,20 @@ class QdrantServerIndex:
                 search_params=self._search_params(),
             ),
         )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in response.points]
 
     def query_fused(self, request: FusedQuery) -> list[FusedHit]:
         """One request (see :mod:`.qdrant_fused`); one per group through ``query_points_groups``."""
         if not any(w > 0 for w in request.weights.values()):
             return []
-        arguments = fused_arguments(request, search_filter=request.filter, params=self._search_params(),
-                                    to_filter=to_client_filter)
+        query = fused_query_vector(request) if self.has_vector(FUSED) else None
+        arguments = (
+            fused_vector_arguments(request, query, search_filter=request.filter, params=self._search_params(),
+                                   to_filter=to_client_filter)
+            if query is not None else
+            fused_arguments(request, search_filter=request.filter, params=self._search_params(),
+                            to_filter=to_client_filter)
+        )
         if request.group_by:
             group_by = request.group_by
             response = self._call("query groups", lambda: self.client.query_points_groups(
@@ -216,8 +258,7 @@ class QdrantServerIndex:
                 self.name, limit=request.limit, **arguments))
             points = response.points
         return rescored(request, [
-            FusedHit(str(p.id), float(p.score), hit_scores(request, float(p.score), p.vector, p.payload),
-                     dict(p.payload or {}))
+            FusedHit(str(p.id), float(p.score), hit_scores(request, p.vector), public_payload(p.payload))
             for p in points
             if p.score > NO_SCORE
         ])
@@ -232,15 +273,19 @@ class QdrantServerIndex:
             )
             records, offset = page
             for r in records:
-                yield PointData(str(r.id), {}, dict(r.payload or {}))
+                yield PointData(str(r.id), {}, public_payload(r.payload))
             if offset is None or not records:
                 return
 
     def _search_params(self) -> Any:
         from qdrant_client import models
 
-        rescore = models.QuantizationSearchParams(rescore=True) if self.tuning.quantization else None
-        return models.SearchParams(hnsw_ef=self.tuning.hnsw_ef, quantization=rescore)
+        tuning = self.tuning
+        return models.SearchParams(
+            hnsw_ef=tuning.hnsw_ef,
+            quantization=models.QuantizationSearchParams(rescore=True) if tuning.quantization else None,
+            acorn=models.AcornSearchParams(enable=True) if tuning.acorn else None,
+        )
 
     def optimize(self, *, wait: float = 600.0) -> bool:
         """The server optimises in the background; wait until the collection is green (its
@@ -310,12 +355,13 @@ class QdrantServerIndex:
             self._client = None
 
 
-def to_client_filter(spec: SearchFilter) -> Any:
+def to_client_filter(spec: SearchFilter, *, must: list[Any] | None = None, should: list[Any] | None = None,
+                     must_not: list[Any] | None = None) -> Any:
+    """``spec`` as a qdrant-client ``Filter``, with extra ``must``/``should``/``must_not`` conditions."""
     from qdrant_client import models
 
-    must: list[Any] = [
-        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.match.items()
-    ]
+    must = [*(must or []), *(models.FieldCondition(key=k, match=models.MatchValue(value=v))
+                             for k, v in spec.match.items())]
     must += [
         models.FieldCondition(key=k, match=models.MatchAny(any=list(v))) for k, v in spec.match_any.items()
     ]
@@ -324,12 +370,11 @@ def to_client_filter(spec: SearchFilter) -> Any:
     ]
     if spec.ids is not None:
         must.append(models.HasIdCondition(has_id=sorted(spec.ids)))
-    must_not: list[Any] = [
-        models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in spec.exclude.items()
-    ]
+    must_not = [*(must_not or []), *(models.FieldCondition(key=k, match=models.MatchValue(value=v))
+                                     for k, v in spec.exclude.items())]
     must_not += [
         models.FieldCondition(key=k, match=models.MatchAny(any=list(v))) for k, v in spec.exclude_any.items()
     ]
     if spec.exclude_ids:
         must_not.append(models.HasIdCondition(has_id=sorted(spec.exclude_ids)))
-    return models.Filter(must=must or None, must_not=must_not or None)
+    return models.Filter(must=must or None, should=should or None, must_not=must_not or None)

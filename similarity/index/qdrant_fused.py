@@ -1,15 +1,18 @@
 """The one-request fused query for a Qdrant server (``query_points`` / ``query_points_groups``).
 
-The same stages as :mod:`.edge_fused`: nearest points per named vector, their union, an exact
-rescoring of the union in each named vector, and a formula for the weighted mean of the cosines
-each point has. With ``group_by`` the server's grouping keeps the best point of each group.
+The same requests as :mod:`.edge_fused`: on a collection with the :data:`~.base.FUSED` vector,
+one search of it among complete points and one among points lacking a part, with a formula
+dividing by the weights of the parts each point has; otherwise (an older collection, one
+modality) nearest points per named vector, their union, an exact rescoring of the union in each
+named vector, and a formula for the weighted mean of the cosines each point has. With
+``group_by`` the server's grouping keeps the best point of each group.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import FusedQuery, SearchFilter, active_vectors, vectors_to_fetch
+from .base import FUSED, FUSED_PARTS, PARTIAL, FusedQuery, SearchFilter, active_vectors, part_shares
 
 #: the fused score of a point with none of the named vectors (outside the cosine range)
 NO_SCORE = -2.0
@@ -45,8 +48,34 @@ def fused_arguments(request: FusedQuery, *, search_filter: SearchFilter | None, 
         )),
         defaults={f"$score[{n}]": 0.0 for n in range(len(active))},
     )
+    return {"prefetch": rescored, "query": formula, **_returned(request)}
+
+
+def fused_vector_arguments(request: FusedQuery, query: list[float], *, search_filter: SearchFilter | None,
+                           params: Any, to_filter: Any) -> dict[str, Any]:
+    """The same keyword arguments for a collection with the :data:`~.base.FUSED` vector."""
+    from qdrant_client import models
+
+    spec = search_filter or SearchFilter()
+    has = [models.HasVectorCondition(has_vector=name) for name in FUSED_PARTS]
+    flagged = models.FieldCondition(key=PARTIAL, match=models.MatchValue(value=1))
+    complete, partial = to_filter(spec, must_not=[flagged]), to_filter(spec, must=[flagged])
+    searches = [models.Prefetch(query=query, using=FUSED, limit=request.fetch, filter=part, params=params)
+                for part in (complete, partial)]
+    shares = part_shares(request)
+    formula = models.FormulaQuery(  # the two searches are disjoint: a point has one score, the other 0
+        formula=models.DivExpression(div=models.DivParams(
+            left=models.SumExpression(sum=["$score[0]", "$score[1]"]),
+            right=models.SumExpression(sum=[models.MultExpression(mult=[shares[name], h])
+                                            for name, h in zip(FUSED_PARTS, has, strict=True)]),
+            by_zero_default=NO_SCORE,
+        )),
+        defaults={"$score[0]": 0.0, "$score[1]": 0.0},
+    )
+    return {"prefetch": searches, "query": formula, **_returned(request)}
+
+
+def _returned(request: FusedQuery) -> dict[str, Any]:
+    """The payload fields and the vectors (for the exact per-modality cosines) each hit brings."""
     payload: Any = list(request.payload_fields) if request.payload_fields is not None else True
-    return {
-        "prefetch": rescored, "query": formula, "with_payload": payload,
-        "with_vectors": vectors_to_fetch(request) or False,
-    }
+    return {"with_payload": payload, "with_vectors": [name for name, _v, _w in active_vectors(request)]}
