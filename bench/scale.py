@@ -239,20 +239,22 @@ def _raise_optimizer_priority(stop: threading.Event) -> None:
 
 def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from similarity.conf import IndexSettings
-    from similarity.index.base import FusedQuery, SearchFilter
     from similarity.index.edge import QdrantEdgeIndex
     from similarity.index.edge_optimize import optimize_in_child
 
     data = np.load(args.centres)
     points = Points({name: data[name].astype(np.float32) for name in ("image", "text")})
     dims = {name: int(v.shape[1]) for name, v in points.centres.items()}
-    folder = Path(args.workdir) / f"scale-edge-{args.size}-{args.quantization or 'f32'}"
-    shutil.rmtree(folder, ignore_errors=True)
+    folder = args.reuse or Path(args.workdir) / f"scale-edge-{args.size}-{args.quantization or 'f32'}"
+    if not args.reuse:
+        shutil.rmtree(folder, ignore_errors=True)
     rss_start = memory_mb("VmRSS")
     index = QdrantEdgeIndex(path=str(folder), collection="scale",
                             tuning=IndexSettings(quantization=args.quantization, on_disk=args.on_disk,
                                                  optimize_after=0))
     index.ensure(dims, SCHEMA)
+    if args.reuse:  # the queries only, on an index an earlier run kept (--keep)
+        return measure(args, index, points, folder, {"reused": str(folder)})
     # the way a rebuild builds: a new generation filled, optimised (in a child process, as in
     # production), then switched in
     target = index.start_rebuild(dims, SCHEMA)
@@ -271,7 +273,15 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     optimise_s = time.perf_counter() - started
     index.finish_rebuild(target)
     index.count()  # open the optimised generation
-    ram_mb = memory_mb("VmRSS") - rss_start
+    built = {"fill_seconds": fill_s, "optimize_seconds": optimise_s, "build_seconds": fill_s + optimise_s,
+             "ram_mb": memory_mb("VmRSS") - rss_start, "optimizer_peak_rss_mb": optimizer.get("peak_rss_mb")}
+    return measure(args, index, points, folder, built)
+
+
+def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, built: dict[str, Any]
+            ) -> dict[str, Any]:
+    """The queries: one request and the five-round-trip baseline, recall against brute force."""
+    from similarity.index.base import FusedQuery, SearchFilter
 
     rows = np.sort(np.random.default_rng(3).choice(args.size, args.queries, replace=False))
     stored = index.retrieve([point_id(int(r)) for r in rows], with_vectors=True)
@@ -303,18 +313,18 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
         recall[name] = float(np.mean([len(set(f) & set(e)) / max(len(e), 1)
                                       for f, e in zip(found_all, exact, strict=True)]))
     result = {
-        **out, "five_round_trips": baseline, "recall@10": recall, "fill_seconds": fill_s,
-        "optimize_seconds": optimise_s, "build_seconds": fill_s + optimise_s,
-        "indexed_vectors": index.indexed_vectors(), "points": index.count(), "ram_mb": ram_mb,
+        **out, "five_round_trips": baseline, "recall@10": recall, **built,
+        "indexed_vectors": index.indexed_vectors(), "points": index.count(),
         "peak_rss_mb": memory_mb("VmHWM"), "serving_rss_mb": memory_mb("VmRSS"),
-        "optimizer_peak_rss_mb": optimizer.get("peak_rss_mb"),
+        "load_average": os.getloadavg(),
         "disk_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
         "quantization": args.quantization or "none", "on_disk": args.on_disk,
         "vectors": "flipkart-1050 real vectors, mixed pairs + noise", "real_products": points.n_real,
         "weights": WEIGHTS, "fetch": FETCH,
     }
     index.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    if not (args.keep or args.reuse):
+        shutil.rmtree(folder, ignore_errors=True)
     return result
 
 
@@ -327,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
     parser.add_argument("--workdir", type=Path, default=Path("var/bench-scale"))
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--keep", action="store_true", help="keep the index folder (for --reuse)")
+    parser.add_argument("--reuse", type=Path, help="measure the queries on a kept index folder, no build")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     result = run_child(args)
