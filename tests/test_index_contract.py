@@ -347,6 +347,11 @@ def test_the_fused_vectors_flag_stays_inside_the_index(index):
 
     index.upsert([point(1), point(2, image=False), point(3)])
     index.set_payload(pid(2), {"pk": 2, "group": 2, "brand": "replaced"})
+
+    def flagged(value: int) -> set[str]:
+        return {h.id for h in index.query("text", vec(2, 4), limit=10, filter=SearchFilter(match={PARTIAL: value}))}
+
+    assert flagged(1) == {pid(2)} and flagged(2) == set(), "1: no image (kept by set_payload); 2: no text"
     assert PARTIAL not in index.retrieve([pid(2)])[pid(2)].payload
     assert all(PARTIAL not in p.payload for p in index.iter_points())
     hits = index.query_fused(FusedQuery(vectors=point(2, image=False).vectors | {"image": vec(1002, 8)},
@@ -355,3 +360,24 @@ def test_the_fused_vectors_flag_stays_inside_the_index(index):
     no_image = next(h for h in hits if h.id == pid(2))
     assert no_image.scores == pytest.approx({"text": 1.0}, abs=1e-5) and no_image.score == pytest.approx(1.0, abs=1e-5)
     assert PARTIAL not in no_image.payload
+
+
+def test_query_fused_ranks_points_missing_different_parts_each_on_its_own_scale(index):
+    """Points without text and points without an image are searched apart: under weights 0.3/0.7
+    an image-only point (fused score 0.95, dot product with the weighted query 0.3 × 0.95 = 0.285)
+    is not pushed out by twenty text-only ones (fused 0.5, dot product 0.7 × 0.5 = 0.35)."""
+    from similarity.index.base import FusedQuery
+
+    query = {"image": [1.0] + [0.0] * 7, "text": [1.0, 0.0, 0.0, 0.0]}
+    image_only = PointData(pid(99), {"image": [0.95, float(np.sqrt(1 - 0.95**2))] + [0.0] * 6},
+                           {"pk": 99, "group": 99})
+    text_only = []
+    for n in range(20):
+        angle = 2 * np.pi * n / 20
+        rest = np.sqrt(1 - 0.25) * np.array([np.cos(angle), np.sin(angle), 0.0])
+        text_only.append(PointData(pid(200 + n), {"text": [0.5, *rest.tolist()]}, {"pk": 200 + n, "group": 200 + n}))
+    index.upsert([image_only, *text_only])
+    hits = index.query_fused(FusedQuery(vectors=query, weights=WEIGHTS, fetch=10, limit=5))
+    assert hits[0].id == pid(99)
+    assert hits[0].score == pytest.approx(0.95, abs=1e-5) and hits[0].scores == pytest.approx({"image": 0.95}, abs=1e-5)
+    assert all(h.score == pytest.approx(0.5, abs=1e-5) for h in hits[1:])

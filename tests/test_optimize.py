@@ -97,9 +97,11 @@ def test_optimising_a_rebuild_generation_happens_in_a_child_and_respects_the_loc
     live = edge(tmp_path, optimize_after=0)
     live.upsert(points(0, 10))
     target = live.start_rebuild(DIMS, SCHEMA)
-    target.upsert(points(0, 300))
+    written = points(0, 300)
+    no_image = [PointData(p.id, {"text": p.vectors["text"]}, p.payload) for p in written[250:]]
+    target.upsert(written[:250] + no_image)
     assert target.optimize() is True  # closed here, optimised by `python -m similarity.index.edge_optimize`
-    assert target.indexed_vectors() == 900  # image, text and fused
+    assert target.indexed_vectors() == 850  # image (250), text and fused (300 each)
     held = ShardLock(tmp_path / "edge" / target.generation)
     target.close()
     held.acquire(1)
@@ -109,10 +111,17 @@ def test_optimising_a_rebuild_generation_happens_in_a_child_and_respects_the_loc
     finally:
         held.release()
     live.finish_rebuild(target)
-    assert live.count() == 300 and live.indexed_vectors() == 900
-    query = points(0, 300)[3].vectors
+    assert live.count() == 300 and live.indexed_vectors() == 850
+    query = written[3].vectors
     best = live.query_fused(FusedQuery(vectors=query, weights={"text": 1.0}, fetch=10, limit=1, filter=SearchFilter()))
     assert best[0].payload["pk"] == "3"
+    # the fused search on the optimised generation, a point with and one without an image
+    for n in (3, 260):
+        vectors = {"image": written[n].vectors["image"], "text": written[n].vectors["text"]}
+        best = live.query_fused(FusedQuery(vectors=vectors, weights={"image": 0.5, "text": 0.5}, fetch=10, limit=1))
+        assert best[0].payload["pk"] == str(n)
+        assert best[0].scores == pytest.approx({"image": 1.0, "text": 1.0} if n < 250 else {"text": 1.0}, abs=1e-5)
+        assert best[0].score == pytest.approx(1.0, abs=1e-5)
     live.close()
 
 

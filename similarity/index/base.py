@@ -14,14 +14,18 @@ VECTOR_NAMES = ("image", "text")
 #: their fusion weights (which sum to one) then scores every point with ``w_image·cos_image +
 #: w_text·cos_text``: the fused score in one nearest-neighbour search, with the weights chosen
 #: per query. A point lacking a part is scored low by that dot product (its missing cosine
-#: counts as zero); :func:`fused_vector_formula` divides by the weights of the parts it has,
-#: the rule of :func:`similarity.fusion.fuse_scores`. It is written by the index backends
-#: themselves (:func:`fused_vector`) and never returned by ``retrieve``.
+#: counts as zero), so such points are searched apart, one search per missing part, and the
+#: engine's formula divides by the weights of the parts each point has: the rule of
+#: :func:`similarity.fusion.fuse_scores` (``edge_fused``/``qdrant_fused``). It is written by the
+#: index backends themselves (:func:`stored_point`) and never returned by ``retrieve``.
 FUSED = "fused"
 FUSED_PARTS = VECTOR_NAMES
-#: payload flag (1) of a point lacking a part of its fused vector, indexed: the search among such
+#: payload flag of a point lacking a part of its fused vector: the position of the missing part
+#: in :data:`FUSED_PARTS` plus one (1: no image, 2: no text). Indexed, so each search among such
 #: points is planned from the payload index's exact count (none, in most catalogs), where a
-#: vector-presence condition would send an HNSW search through the whole graph looking for them
+#: vector-presence condition would send an HNSW search through the whole graph looking for them;
+#: one search per missing part, because the dot product ranks points missing different parts on
+#: different scales (a text-only point would lose to image-only ones under unequal weights).
 PARTIAL = "fused_partial"
 T = TypeVar("T")
 
@@ -81,9 +85,10 @@ class FusedQuery:
     """One request for fused similarity (``find_similar``'s whole vector side).
 
     ``vectors``/``weights``: the query vector and weight per named vector; ``fetch``: nearest
-    points taken per named vector (the candidates); every candidate is then scored exactly in
-    each named vector and fused by the engine as the weighted mean of the cosines it has (the
-    rule of :func:`similarity.fusion.fuse_scores`). ``limit`` hits come back, best first; with
+    points taken per search (the candidates: of the :data:`FUSED` vector, or of each named vector
+    on a collection without it), scored by the engine as the weighted mean of the cosines each
+    point has (the rule of :func:`similarity.fusion.fuse_scores`); the hits' per-modality
+    cosines are exact. ``limit`` hits come back, best first; with
     ``group_by``, at most one per value of that payload field (the best), still ``limit`` of them
     when the candidates hold that many groups. ``payload_fields``: the payload keys to return
     (``None``: all).
@@ -175,8 +180,9 @@ def stored_point(vectors: dict[str, Any], payload: dict[str, Any], sizes: dict[s
     payload = public_payload(payload)
     if FUSED in sizes:
         vectors[FUSED] = fused_vector(vectors, sizes)
-        if any(vectors.get(name) is None for name in FUSED_PARTS):
-            payload[PARTIAL] = 1
+        missing = [n for n, name in enumerate(FUSED_PARTS, start=1) if vectors.get(name) is None]
+        if missing:
+            payload[PARTIAL] = missing[0]
     return vectors, payload
 
 

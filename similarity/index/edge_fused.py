@@ -5,15 +5,16 @@ answers a request that fuses image and text with one search of that vector, in t
 parts::
 
     nearest(fused, fetch) among points with every part  ─┐
-                                                          ├─ formula: dot / Σ weights of the parts a point has
-    nearest(fused, fetch) among points lacking one       ─┘   (presence: the indexed PARTIAL flag)
+    nearest(fused, fetch) among points without image    ─┼─ formula: dot / Σ weights of the parts a point has
+    nearest(fused, fetch) among points without text     ─┘   (which: the indexed PARTIAL flag)
 
 The dot product of a point's fused vector with the weighted query is ``Σ w·cos`` over the parts
-it has, so the first search ranks complete points by their exact fused score; the second ranks
-the points without an image (or text) among themselves, which the dot product alone would
-under-score; the formula divides by the weights of the parts each point has (the rule of
-:func:`similarity.fusion.fuse_scores`). With int8 quantisation both searches rescore with the
-original vectors.
+it has, so the first search ranks complete points by their exact fused score; the others rank
+the points lacking one part among themselves, which the dot product alone would under-score
+(each on its own scale, hence one search per missing part); the formula divides by the weights
+of the parts each point has (the rule of :func:`similarity.fusion.fuse_scores`). The searches are
+disjoint, so a point has one score and the others default to 0. With int8 quantisation every
+search rescores with the original vectors.
 
 Older collections (created before the fused vector, until their next rebuild) and one-modality
 requests run the request of per-modality searches, innermost first::
@@ -109,19 +110,19 @@ def fused_vector_request(request: FusedQuery, query: list[float], *, rows: int,
     )
 
     spec = search_filter or SearchFilter()
-    flagged = FieldCondition(PARTIAL, match=MatchValue(1))
-    complete, partial = to_edge_filter(spec, must_not=[flagged]), to_edge_filter(spec, must=[flagged])
+    lacking = [FieldCondition(PARTIAL, match=MatchValue(n)) for n in range(1, len(FUSED_PARTS) + 1)]
+    parts = [to_edge_filter(spec, must_not=lacking), *(to_edge_filter(spec, must=[flag]) for flag in lacking)]
     searches = [Prefetch(limit=request.fetch, query=Query.Nearest(query, using=FUSED), filter=part, params=params)
-                for part in (complete, partial)]
+                for part in parts]
     shares = part_shares(request)
     weight_had = Expression.Sum([
         Expression.Mult([Expression.Constant(shares[name]), Expression.Condition(HasVectorCondition(name))])
         for name in FUSED_PARTS
     ])
-    formula = Formula(  # the two searches are disjoint: a point has one score, the other is 0
-        Expression.Div(Expression.Sum([Expression.Variable("$score[0]"), Expression.Variable("$score[1]")]),
-                       weight_had, by_zero_default=NO_SCORE),
-        defaults={"$score[0]": 0.0, "$score[1]": 0.0},
+    scores = [f"$score[{n}]" for n in range(len(searches))]
+    formula = Formula(  # the searches are disjoint: a point has one score, the others are 0
+        Expression.Div(Expression.Sum([Expression.Variable(v) for v in scores]), weight_had, by_zero_default=NO_SCORE),
+        defaults=dict.fromkeys(scores, 0.0),
     )
     return QueryRequest(limit=rows, prefetches=searches, query=formula, with_payload=_payload(request),
                         with_vector=False)

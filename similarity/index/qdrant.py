@@ -69,7 +69,7 @@ class QdrantServerIndex:
         self.timeout = timeout
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
-        self._sizes: dict[str, dict[str, int]] = {}  # named vectors of each collection read
+        self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
 
     @property
     def client(self) -> Any:
@@ -179,14 +179,19 @@ class QdrantServerIndex:
         self._call("upsert points", lambda: self.client.upsert(self.name, points=structs, wait=True))
 
     def _vector_sizes(self) -> dict[str, int]:
-        """The named vectors of the collection this object addresses (read once per generation)."""
+        """The named vectors of the collection this object addresses. Cached per alias (or
+        rebuild target): an answer with :data:`FUSED` for good (every later generation is created
+        with it), one without it for a minute (an old collection until its first rebuild)."""
+        key = self._target or self.alias
+        cached = self._sizes.get(key)
+        if cached is not None and (FUSED in cached[1] or time.monotonic() - cached[0] < 60):
+            return cached[1]
         collection = self._target or self._call("read the alias", self._alias_target) or self.alias
-        if collection not in self._sizes:
-            info = self._call("read the collection", lambda: self.client.get_collection(collection))
-            vectors = info.config.params.vectors
-            self._sizes[collection] = {name: int(p.size) for name, p in (vectors or {}).items()} \
-                if isinstance(vectors, dict) else {}
-        return self._sizes[collection]
+        info = self._call("read the collection", lambda: self.client.get_collection(collection))
+        vectors = info.config.params.vectors
+        sizes = {name: int(p.size) for name, p in vectors.items()} if isinstance(vectors, dict) else {}
+        self._sizes[key] = (time.monotonic(), sizes)
+        return sizes
 
     def has_vector(self, name: str) -> bool:
         return name in self._vector_sizes()

@@ -1,7 +1,7 @@
 """The one-request fused query for a Qdrant server (``query_points`` / ``query_points_groups``).
 
 The same requests as :mod:`.edge_fused`: on a collection with the :data:`~.base.FUSED` vector,
-one search of it among complete points and one among points lacking a part, with a formula
+one search of it among complete points and one per missing part among points lacking it, with a formula
 dividing by the weights of the parts each point has; otherwise (an older collection, one
 modality) nearest points per named vector, their union, an exact rescoring of the union in each
 named vector, and a formula for the weighted mean of the cosines each point has. With
@@ -58,19 +58,21 @@ def fused_vector_arguments(request: FusedQuery, query: list[float], *, search_fi
 
     spec = search_filter or SearchFilter()
     has = [models.HasVectorCondition(has_vector=name) for name in FUSED_PARTS]
-    flagged = models.FieldCondition(key=PARTIAL, match=models.MatchValue(value=1))
-    complete, partial = to_filter(spec, must_not=[flagged]), to_filter(spec, must=[flagged])
+    lacking = [models.FieldCondition(key=PARTIAL, match=models.MatchValue(value=n))
+               for n in range(1, len(FUSED_PARTS) + 1)]
+    parts = [to_filter(spec, must_not=lacking), *(to_filter(spec, must=[flag]) for flag in lacking)]
     searches = [models.Prefetch(query=query, using=FUSED, limit=request.fetch, filter=part, params=params)
-                for part in (complete, partial)]
+                for part in parts]
     shares = part_shares(request)
-    formula = models.FormulaQuery(  # the two searches are disjoint: a point has one score, the other 0
+    scores = [f"$score[{n}]" for n in range(len(searches))]
+    formula = models.FormulaQuery(  # the searches are disjoint: a point has one score, the others 0
         formula=models.DivExpression(div=models.DivParams(
-            left=models.SumExpression(sum=["$score[0]", "$score[1]"]),
+            left=models.SumExpression(sum=list(scores)),
             right=models.SumExpression(sum=[models.MultExpression(mult=[shares[name], h])
                                             for name, h in zip(FUSED_PARTS, has, strict=True)]),
             by_zero_default=NO_SCORE,
         )),
-        defaults={"$score[0]": 0.0, "$score[1]": 0.0},
+        defaults=dict.fromkeys(scores, 0.0),
     )
     return {"prefetch": searches, "query": formula, **_returned(request)}
 
