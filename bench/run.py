@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.behaviour import bench_hooks, bench_hooks_postgres, hooks_table
+from bench.merchandising import bench_merchandising
+from bench.merchandising import table_lines as merchandising_table_lines
 from bench.reindex import bench_reindex, bench_text_int8
 from bench.reindex import table_lines as reindex_table_lines
 from bench.scale import bench_scale
@@ -437,6 +440,9 @@ def print_table(results: dict[str, Any]) -> None:
             f"p95 {c['p95_ms']:.1f} ms (n={c['n']}; first save incl. worker start "
             f"{c['first_including_worker_start_s']:.1f} s)"
         )
+    if "behaviour" in results:
+        lines += hooks_table(results["behaviour"])
+    lines += merchandising_table_lines(results)
     print("\n".join(lines))
 
 
@@ -493,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                              "default f32,int8+disk (--quick: f32)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per throughput measurement, best kept (default 3, 1 with --quick)")
-    parser.add_argument("--only", default="encode,reindex,text_int8,upsert,find_similar,scale,page,freshness,celery",
+    parser.add_argument("--only",
+                        default="encode,reindex,text_int8,upsert,find_similar,scale,page,freshness,celery,behaviour,merchandising",
                         help="comma-separated subset of the benchmarks")
     args = parser.parse_args(argv)
     if not (DATASET / "catalog.csv").is_file():
@@ -529,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         ("page", lambda: bench_page(products, 5 if quick else 30)),
         ("freshness", lambda: bench_freshness(products, 3 if quick else 10)),
         ("celery", lambda: bench_celery_freshness(3 if quick else 10)),
+        ("behaviour", lambda: {"sqlite": bench_hooks(30 if quick else 300),
+                               "postgresql": bench_hooks_postgres(30 if quick else 300)}),
+        ("merchandising", lambda: bench_merchandising(products, 3 if quick else 20, 3 if quick else 30)),
     ]
     for name, step in steps:
         if name in only:

@@ -81,6 +81,11 @@ class ProductSpec(IndexSpec):
             parts += [obj.title, truncate_words(obj.description, self.description_chars)]
         return truncate_words(". ".join(p.strip() for p in parts if p and p.strip()), limit)
 
+    def get_text_views(self, obj: Any) -> list[str]:
+        # The title (what shoppers type resembles it) and the head of the description: two
+        # descriptions of one product in different words (docs/training.md, text-only catalogs).
+        return [obj.title, truncate_words(obj.description or "", self.description_chars)]
+
     def get_images(self, obj: Any) -> list[ImageSource]:
         sources = []
         for image in obj.images.all():

@@ -207,6 +207,9 @@ CELERY_BEAT_SCHEDULE = {
     # the duplicate review queue (docs/staff-tools.md): a nightly scan is enough for listings
     "similarity-duplicates": {"task": "similarity.scan_duplicates", "schedule": 86400.0,
                               "options": {"queue": "similarity"}},
+    # the widget beacon's counts, buffered in the cache (Redis), into the admin's CTR table
+    "similarity-widget-stats": {"task": "similarity.flush_widget_stats", "schedule": 60.0,
+                                "options": {"queue": "similarity", "expires": 60}},
 }
 
 # --- Similarity ----------------------------------------------------------------------------

@@ -51,6 +51,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     except ImportError as exc:
         errors.append(Error(f"SIMILARITY['DISPATCHER'] {conf.dispatcher!r} cannot be imported "
                             f"({exc}); no change would ever reach the index.", id="similarity.E009"))
+    from django.conf import settings as django_settings
+
+    if conf.beacon_cache not in getattr(django_settings, "CACHES", {"default": {}}):
+        errors.append(Error(f"SIMILARITY['BEACON_CACHE'] {conf.beacon_cache!r} is not an alias in CACHES; "
+                            "the widget beacon counts into that cache.", id="similarity.E013"))
     if conf.index.backend.endswith("QdrantEdgeIndex"):
         errors += _embedded_index_errors(conf.dispatcher)
         errors += _embedded_index_size_warnings(conf.index.path)

@@ -44,7 +44,7 @@ class IndexSettings:
     #: original vectors on disk (memory-mapped) instead of in RAM
     on_disk: bool = False
     #: Qdrant Edge: vectors written but not in an HNSW graph yet (each point has one per
-    #: modality) that make the index re-optimise in the background, in a child process, while it
+    #: modality, and the fused one) that make the index re-optimise in the background, in a child process, while it
     #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
     optimize_after: int = 20_000
 
@@ -82,6 +82,12 @@ class SimilaritySettings:
     #: called after commit with (label, index_ids, remove_ids); the app's Celery tasks by default
     dispatcher: str = "similarity.tasks.dispatch"
     queue: str = "similarity"
+    #: the analytics beacon counts into this cache (``CACHES`` alias) and the counts are flushed
+    #: into ``WidgetStat`` by a periodic task and when the admin page opens (docs/behaviour.md)
+    beacon_cache: str = "default"
+    #: None: buffer in the cache only when it is shared by every process and increments
+    #: atomically (Redis, Memcached); True / False: always / never (one UPDATE per beacon)
+    beacon_buffer: bool | None = None
 
 
 _INDEX_KEYS = {f.upper(): f for f in IndexSettings.__dataclass_fields__}

@@ -3,29 +3,37 @@
 :func:`apply` is called once, at the end of :func:`~similarity.query.find_similar`, so every
 widget, template tag, the admin panel and API callers see the same list; the storefront cache
 (:func:`~similarity.pages.similar_for_page`) keys its entries with :func:`version`, which every
-save or delete of a pin, block or rule bumps, so a change shows at once. Decisions are stored
-in the database by object key (``similarity.staff_models``), so they survive reindexing.
+save or delete of a pin, block or rule changes, in the database and, with a shared cache, in the
+cache, so a change shows on the next render in every process. Decisions are stored in the
+database by object key (``similarity.staff_models``), so they survive reindexing.
 
 Order: blocks and ``exclude_category`` rules drop hits (refilled from further down the ranking
-through ``more``), ``boost`` rules add to scores and re-sort, then pins take their positions.
+through ``more`` when the list would be short), ``boost`` rules add to scores and re-sort, then
+pins take their positions. Cost per list (docs/staff-tools.md): the version check, and a query
+only for pinned objects the ranking did not bring.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from django.core.cache import cache
-from django.db import transaction
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
+from django.db import connections, router, transaction
 from django.db.models import CharField, F, FloatField, IntegerField, Value
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from .results import SimilarHit
 from .specs import IndexSpec
-from .staff_models import Block, MerchandisingRule, Pin
+from .staff_models import Block, MerchandisingRule, MerchandisingVersion, Pin
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +41,94 @@ VERSION_KEY = "similarity:merchandising:version"
 
 
 # ---------------------------------------------------------------------------------------------
-# Cache version: part of every cached similar list's key
+# Version: part of every cached similar list's key and of each process's copy of the rules
 # ---------------------------------------------------------------------------------------------
+#: a shared cache keeps the version this long; a lost race between two staff edits heals by then
+VERSION_CACHE_SECONDS = 60
+
+
+#: set by :func:`one_version` for the length of one render
+_held_version: contextvars.ContextVar[str | None] = contextvars.ContextVar("similarity_merch_version", default=None)
+
+
+@contextlib.contextmanager
+def one_version() -> Iterator[str]:
+    """Within the block :func:`version` answers what it read on entry: one check per render, and
+    the cache key and the rules ``find_similar`` applies agree on it."""
+    token = version()
+    held = _held_version.set(token)
+    try:
+        yield token
+    finally:
+        _held_version.reset(held)
+
+
 def version() -> str:
-    """A token that changes whenever a pin, block or rule changes (one cache read)."""
-    value = cache.get(VERSION_KEY)
-    if value is None:
-        value = uuid.uuid4().hex[:12]
-        cache.add(VERSION_KEY, value, None)
-        value = cache.get(VERSION_KEY) or value
-    return str(value)
+    """A token that changes whenever a pin, block or rule changes, in every process.
+
+    The token lives in the database (:class:`~similarity.staff_models.MerchandisingVersion`).
+    With a cache shared between processes (Redis, Memcached, the database cache) a render reads
+    the cache's copy; a process-local cache (``LocMemCache``, the default without
+    ``REDIS_CACHE_URL``) would hide another process's change, so then the row is read (one
+    primary-key query)."""
+    held = _held_version.get()
+    if held is not None:
+        return held
+    shared = _cache_is_shared()
+    if shared:
+        value = cache.get(VERSION_KEY)
+        if value is not None:
+            return str(value)
+    token = _stored_token()
+    if shared:
+        # ``add``: an edit committed meanwhile has ``set`` its newer token; never overwrite it
+        cache.add(VERSION_KEY, token, VERSION_CACHE_SECONDS)
+    return token
 
 
 def bump_version() -> None:
-    cache.set(VERSION_KEY, uuid.uuid4().hex[:12], None)
+    """A new version now (what every save or delete of a pin, block or rule does after commit)."""
+    _write_token()
+    _publish()
+
+
+def _cache_is_shared() -> bool:
+    # ``cache`` is a proxy; the backend behind it says whether other processes read the same
+    return not isinstance(caches[DEFAULT_CACHE_ALIAS], LocMemCache | DummyCache)
+
+
+def _stored_token() -> str:
+    # A plain primary-key SELECT: through the ORM the same read costs ~10x (query compilation),
+    # and it runs on every render when the cache is process-local.
+    connection = connections[router.db_for_read(MerchandisingVersion)]
+    table = connection.ops.quote_name(MerchandisingVersion._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT token FROM {table} WHERE id = 1")
+        row = cursor.fetchone()
+    if row is None:  # a new (or flushed) database: start one
+        return str(MerchandisingVersion.objects.get_or_create(pk=1, defaults={"token": uuid.uuid4().hex})[0].token)
+    return str(row[0])
+
+
+def _write_token() -> None:
+    MerchandisingVersion.objects.update_or_create(pk=1, defaults={"token": uuid.uuid4().hex})
+
+
+def _publish() -> None:
+    """The committed token into the shared cache (read back: of two edits committing at once,
+    the later token wins whichever callback runs last)."""
+    if _cache_is_shared():
+        cache.set(VERSION_KEY, _stored_token(), VERSION_CACHE_SECONDS)
 
 
 @receiver([post_save, post_delete], sender=Pin, dispatch_uid="similarity.merch.pin")
 @receiver([post_save, post_delete], sender=Block, dispatch_uid="similarity.merch.block")
 @receiver([post_save, post_delete], sender=MerchandisingRule, dispatch_uid="similarity.merch.rule")
 def _changed(**_: Any) -> None:
-    # after commit: a process that reloads the rules under the new version must see the change
-    transaction.on_commit(bump_version)
+    # The token in the same transaction as the change (a rollback takes both back); the shared
+    # cache after commit, so a process that reloads the rules under the new token sees the change.
+    _write_token()
+    transaction.on_commit(_publish)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,11 +140,12 @@ def apply(
 ) -> list[SimilarHit]:
     """``hits`` (best first) as staff want them shown for ``obj``.
 
-    ``more(n)``: the first ``n`` unmerchandised hits, asked once when blocks or exclusions left
-    fewer than ``limit``. Pinned objects are loaded with the spec's queryset and ``filters``
-    (a pinned product that went out of stock is not shown under ``in_stock=True``).
-    The rules, pins and blocks are read once per :func:`version` and kept in the process; only
-    pinned objects are loaded (one query, with the spec's queryset).
+    The rules, pins and blocks are read once per :func:`version` and kept in the process, so
+    with nothing to load this costs no query. A pinned object already among ``hits`` is moved
+    (its object reused); only pins from beyond the list are loaded, in one query with the spec's
+    queryset and ``filters`` (a pinned product that went out of stock is not shown under
+    ``in_stock=True``). ``more(n)``, the first ``n`` unmerchandised hits, is asked once, and only
+    when blocks or exclusions dropped hits that the pins do not make up for.
     """
     key = spec.object_key(obj.pk)
     rules, decisions = _state(spec.label)
@@ -80,21 +155,57 @@ def apply(
     excluded = _excluded_categories(obj, spec, rules)
     pinned_keys = {target for target, _ in pins}
 
-    def shown(hit: SimilarHit) -> bool:
-        hit_key = spec.object_key(hit.pk)
-        if hit_key in blocked or hit_key in pinned_keys:
-            return False
-        return not (excluded and excluded & set(spec.get_taxonomy(hit.object)))
+    def dropped(hit_key: str, hit: SimilarHit) -> bool:
+        return hit_key in blocked or bool(excluded and excluded & set(spec.get_taxonomy(hit.object)))
 
-    kept = [hit for hit in hits if shown(hit)]
-    if len(kept) < len(hits) and len(kept) < limit and more is not None:
+    kept: list[SimilarHit] = []
+    found: dict[str, SimilarHit] = {}  # pinned objects the ranking brought (loaded under the filters)
+    removed = 0
+    for hit in hits:
+        hit_key = spec.object_key(hit.pk)
+        if hit_key in pinned_keys:
+            found[hit_key] = hit
+        elif dropped(hit_key, hit):
+            removed += 1
+        else:
+            kept.append(hit)
+    placed = _pinned_objects(spec, pins, blocked, key, found, filters or {}) if pins else {}
+    if removed and len(kept) + len(placed) < limit and more is not None:
         seen = {hit.pk for hit in kept}
-        extra = more(limit + len(blocked) + len(pinned_keys) + (len(hits) - len(kept)))
-        kept += [hit for hit in extra if hit.pk not in seen and shown(hit)]
+        for hit in more(limit + len(blocked) + len(pinned_keys) + removed):
+            hit_key = spec.object_key(hit.pk)
+            if hit.pk not in seen and hit_key not in pinned_keys and not dropped(hit_key, hit):
+                kept.append(hit)
     kept = _boost(spec, kept, [r for r in rules if r.kind == MerchandisingRule.Kind.BOOST])
-    if pins:
-        kept = _place_pins(spec, kept, pins, blocked, filters or {}, obj)
+    if placed:
+        top = hits[0].score if hits else 1.0  # a pin ranks as the model's best
+        for target, position in pins:  # sorted by position
+            if target in placed:
+                pinned = placed[target]
+                kept.insert(min(position, len(kept)), SimilarHit(pinned.object, pinned.pk, top, {}))
     return kept[:limit]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a search can do beforehand so that :func:`apply` needs no query of its own and no
+    second search: leave ``blocked_point_ids`` out of the search (``SearchFilter.exclude_ids``)
+    and load the objects of ``pinned_keys`` with the hits (rows after the ranked ones)."""
+
+    blocked_point_ids: frozenset[str] = frozenset()
+    pinned_keys: tuple[str, ...] = ()
+
+
+def plan(obj: Any, spec: IndexSpec) -> Plan:
+    """The :class:`Plan` for ``obj``'s list, from this process's copy of the decisions (no query
+    beyond the :func:`version` check)."""
+    key = spec.object_key(obj.pk)
+    _rules, decisions = _state(spec.label)
+    pins, blocked = decisions.get(key, ([], set()))
+    return Plan(
+        frozenset(spec.point_id(spec.to_pk(target)) for target in blocked),
+        tuple(target for target, _ in pins if target not in blocked and target != key),
+    )
 
 
 Decisions = dict[str, tuple[list[tuple[str, int]], set[str]]]
@@ -122,6 +233,12 @@ def _state(label: str) -> tuple[list[MerchandisingRule], Decisions]:
             pins.sort(key=lambda row: row[1])
         cached = _STATE[label] = (current, rules, decisions)
     return cached[1], cached[2]
+
+
+def forget_local_copy() -> None:
+    """Drop this process's copy of the rules, pins and blocks: the next list reads them again
+    (what a new process does; for tests that count queries)."""
+    _STATE.clear()
 
 
 def _rows(label: str) -> list[tuple[Any, ...]]:
@@ -189,18 +306,21 @@ def _same(value: Any, wanted: str) -> bool:
     return str(value) == wanted
 
 
-def _place_pins(
-    spec: IndexSpec, hits: list[SimilarHit], pins: list[tuple[str, int]], blocked: set[str],
-    filters: dict[str, Any], obj: Any,
-) -> list[SimilarHit]:
-    keys = [target for target, _ in pins if target not in blocked and target != spec.object_key(obj.pk)]
-    objects = spec.filter_queryset(spec.get_queryset(), filters).in_bulk([spec.to_pk(k) for k in keys])
-    top = hits[0].score if hits else 1.0
-    out = list(hits)
-    for target, position in sorted(pins, key=lambda row: row[1]):
-        pk = spec.to_pk(target)
-        if pk in objects:
-            out.insert(min(position, len(out)), SimilarHit(objects[pk], pk, top, {}))
+def _pinned_objects(
+    spec: IndexSpec, pins: list[tuple[str, int]], blocked: set[str], own: str, found: dict[str, SimilarHit],
+    filters: dict[str, Any],
+) -> dict[str, SimilarHit]:
+    """The pins that can be shown, by key: those the ranking brought, and the rest loaded in
+    one query (none when every pinned object was in the list)."""
+    wanted = [target for target, _ in pins if target not in blocked and target != own]
+    missing = [spec.to_pk(target) for target in wanted if target not in found]
+    objects = spec.filter_queryset(spec.get_queryset(), filters).in_bulk(missing) if missing else {}
+    out = {}
+    for target in wanted:
+        if target in found:
+            out[target] = found[target]
+        elif (pk := spec.to_pk(target)) in objects:
+            out[target] = SimilarHit(objects[pk], pk, 0.0, {})
     return out
 
 

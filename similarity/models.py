@@ -126,5 +126,11 @@ class ReconcileRun(models.Model):
         return sum(int(n) for n in self.counts.values())
 
 from .behaviour.models import BehaviourModel, Event, WidgetStat  # noqa: E402,F401  shoppers' events
-from .staff_models import Block, DuplicateCandidate, MerchandisingRule, Pin  # noqa: E402,F401  staff decisions
+from .staff_models import (  # noqa: E402,F401  staff decisions
+    Block,
+    DuplicateCandidate,
+    MerchandisingRule,
+    MerchandisingVersion,
+    Pin,
+)
 from .training.models import AdapterArtifact  # noqa: E402,F401

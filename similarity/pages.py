@@ -76,6 +76,13 @@ def similar_for_page(
     not indexed or the index is unavailable, the result keeps that status, carries the spec's
     fallback as ``hits`` (when ``fallback``) and a warning is logged; such results are not cached.
     """
+    with merchandising.one_version():  # one check of the staff's decisions per render
+        return _similar_for_page(obj, limit, fallback, cache_timeout, filters)
+
+
+def _similar_for_page(
+    obj: Any, limit: int, fallback: bool, cache_timeout: int, filters: dict[str, Any],
+) -> SimilarResult:
     spec = registry.get_spec(type(obj))
     key = similar_cache_key(spec, obj.pk, {"limit": limit, **filters})
     cached = cache.get(key)

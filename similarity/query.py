@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,9 @@ def find_similar(
             spec_filter(spec, filters, stored.payload), stored.payload, point_id,
             exclude_variants=exclude_variants,
         )
+        # staff's blocks never come back from the search; pinned objects load with the hits
+        staff = merchandising.plan(obj, spec) if merchandise else merchandising.Plan()
+        search_filter = replace(search_filter, exclude_ids=search_filter.exclude_ids | staff.blocked_point_ids)
         found = index.query_fused(FusedQuery(
             vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
             filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
@@ -129,6 +133,7 @@ def find_similar(
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
 
     ranked = [(hit.score, hit.scores, hit.payload["pk"]) for hit in found]
+    ranked += [(0.0, {}, key) for key in staff.pinned_keys]  # placed by merchandising.apply
     loaded = load_hits(spec, ranked, filters)
     if merchandise:  # staff's pins, blocks and rules (``merchandise=False``: the model's own list)
         loaded = merchandising.apply(obj, spec, loaded, limit=limit, filters=filters, more=lambda n: find_similar(

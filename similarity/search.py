@@ -39,10 +39,11 @@ def _search(using: str, vector: list[float], *, model: Any, limit: int, filters:
 
 
 def joint_space() -> bool:
-    """True when image and text vectors live in one space (a trained adapter is live)."""
-    from .training.adapt import active_version
+    """True when image and text vectors live in one space (a trained joint adapter is live; a
+    text-only one, ``similarity_train --text``, leaves the photos in their own space)."""
+    from .training.adapt import active_is_joint
 
-    return bool(active_version())
+    return active_is_joint()
 
 
 def _search_joint(vector: list[float], *, model: Any, limit: int, filters: dict[str, Any]) -> SimilarResult:

@@ -67,6 +67,7 @@ from .training.service import rollback as rollback_adapter  # noqa: E402
 __all__ += ["activate_adapter", "rollback_adapter", "train_adapter"]
 
 # Behaviour (docs/behaviour.md): events, item–item models, bought together, recommended, trending.
+from .behaviour.analytics import flush as flush_widget_stats  # noqa: E402
 from .behaviour.importer import import_events  # noqa: E402
 from .behaviour.recording import recent_views, record_purchase, record_view  # noqa: E402
 from .behaviour.serving import bought_together, bought_together_cart, recommended_from_views  # noqa: E402
@@ -74,6 +75,6 @@ from .behaviour.train import train as train_behaviour  # noqa: E402
 from .behaviour.trending import trending  # noqa: E402
 
 __all__ += [
-    "bought_together", "bought_together_cart", "import_events", "recent_views", "recommended_from_views",
-    "record_purchase", "record_view", "train_behaviour", "trending",
+    "bought_together", "bought_together_cart", "flush_widget_stats", "import_events", "recent_views",
+    "recommended_from_views", "record_purchase", "record_view", "train_behaviour", "trending",
 ]

@@ -150,6 +150,12 @@ class IndexSpec:
     def get_images(self, obj: Any) -> list[ImageSource]:
         return []
 
+    def get_text_views(self, obj: Any) -> list[str]:
+        """Other texts that describe ``obj`` in other words than :meth:`get_text` (its title, the
+        head of its description): positives for training a text head on the catalog alone
+        (``similarity_train --text``). Only the shop's own data; [] leaves dropout as the only view."""
+        return [self.get_title(obj)]
+
     def get_payload(self, obj: Any) -> dict[str, Any]:
         return {}
 

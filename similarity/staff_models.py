@@ -108,3 +108,21 @@ class MerchandisingRule(models.Model):
         if self.kind == self.Kind.EXCLUDE_CATEGORY:
             return f"never show {self.value} with {self.other}"
         return f"boost {self.field}={self.value or '*'} by {self.amount:+g}"
+
+
+class MerchandisingVersion(models.Model):
+    """One row: a token that changes with every save or delete of a pin, block or rule.
+
+    The storefront's cached lists and each process's copy of the rules are keyed by it. It lives
+    in the database so every process sees a change (a process-local cache such as the default
+    ``LocMemCache`` cannot share it); a shared cache (Redis) keeps a copy so a render need not
+    read the database (:func:`similarity.merchandising.version`)."""
+
+    token = models.CharField(max_length=32)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "merchandising version"
+
+    def __str__(self) -> str:
+        return self.token

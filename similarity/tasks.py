@@ -86,6 +86,13 @@ def train_behaviour() -> dict[str, Any]:
     return out
 
 
+@shared_task(name="similarity.flush_widget_stats")
+def flush_widget_stats() -> dict[str, Any]:
+    """The periodic move of the widget beacon's counts from the cache into ``WidgetStat``
+    (Celery beat, every minute; the admin page flushes too)."""
+    return services.flush_widget_stats()
+
+
 def dispatch(label: str, index_ids: list[Any], remove_ids: list[Any]) -> None:
     """The default ``SIMILARITY['DISPATCHER']``: one task per kind of change, keys only, on
     ``SIMILARITY['QUEUE']``."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
-from similarity import registry
+from similarity import merchandising, registry
 
 FLIPKART = Path(django_settings.BASE_DIR).parent / "shared" / "datasets" / "flipkart-1050"
 
@@ -25,6 +25,7 @@ def _isolated_index(settings: Any, tmp_path: Path) -> Iterator[None]:
                   "PATH": str(tmp_path / "edge")},
     }
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    merchandising.forget_local_copy()  # as a new process: the rules are read on the first list
     yield
     registry.reset()
 

@@ -72,3 +72,24 @@ def write_csv(folder: Path, rows: list[dict[str, str]], *, encoding: str = "utf-
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in CSV_HEADER})
     return path
+
+
+def catalog_subset(dataset: Path, rows: list[dict[str, str]], folder: Path, wanted: dict[str, int],
+                   name: str = "subset.csv") -> Path:
+    """A catalog CSV of the first rows of ``rows`` (a dataset's ``catalog.csv``) in each category
+    of ``wanted`` (``{"Top > Sub": how many}``, matched on the first two levels), with image
+    paths made absolute under ``dataset``."""
+    left = dict(wanted)
+    chosen: list[dict[str, str]] = []
+    for row in rows:
+        key = " > ".join(row["category"].split(" > ")[:2])
+        if left.get(key, 0) > 0:
+            left[key] -= 1
+            chosen.append({**row, "image": str(dataset / row["image"])})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    return path

@@ -246,6 +246,11 @@ def test_widgets_on_pages_new_products_and_evaluation(trained: dict[str, Any], c
     metrics = json.loads(nxt.read_text())
     assert set(metrics) >= {"recommended_for_you", "transitions", "cooccurrence", "popularity", "content"}
     assert 0 < metrics["recommended_for_you"]["hit@10"] <= 1
+    low, high = metrics["recommended_for_you"]["ci95"]["hit@10"]
+    assert low <= metrics["recommended_for_you"]["hit@10"] <= high
+    difference = metrics["transitions"]["served_minus_this"]["hit@10"]
+    assert difference[0] == pytest.approx(metrics["recommended_for_you"]["hit@10"] - metrics["transitions"]["hit@10"])
+    assert difference[1] <= difference[2]
 
 
 def test_trending_decays_with_time_and_filters_by_category(retail_events: dict[str, Any]) -> None:
@@ -279,3 +284,27 @@ def test_beacon_counts_impressions_and_clicks_and_admin_shows_ctr(admin_client: 
     assert client.get("/similarity/beacon?w=trending&e=i").status_code == 405
     page = admin_client.get("/admin/similarity/widgetstat/").content.decode()
     assert "bought_together" in page and "25%" in page
+
+
+def test_paired_bootstrap_of_the_difference_is_seeded_and_resamples_groups() -> None:
+    from similarity.behaviour.evaluation import Scores
+
+    def scores() -> Scores:
+        result = Scores(k=2)
+        for case in range(40):
+            result.start(group=f"session-{case // 4}")  # 10 sessions of 4 positions
+            result.add("served", ["a", "b"], "a" if case % 2 else "b")  # always a hit (rank 1 or 2)
+            result.add("same", ["a", "b"], "a" if case % 2 else "b")
+            result.add("never", ["x"], "a")
+            result.add("half", ["a"], "a" if case < 20 else "z")  # the first 5 sessions only
+        return result
+
+    table = scores().table(served="served", seed=3)
+    assert table == scores().table(served="served", seed=3)  # seeded
+    assert table["served"]["hit@2"] == 1.0 and table["served"]["ci95"]["hit@2"] == [1.0, 1.0]
+    assert table["never"]["served_minus_this"]["hit@2"] == [1.0, 1.0, 1.0]
+    assert table["same"]["served_minus_this"]["mrr"] == [0.0, 0.0, 0.0]
+    diff, low, high = table["half"]["served_minus_this"]["hit@2"]
+    # sessions are resampled whole: the interval is that of 10 sessions, not 40 positions
+    assert diff == 0.5 and low < 0.3 and high > 0.7
+    assert "served_minus_this" not in table["served"]

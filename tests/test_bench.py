@@ -57,3 +57,44 @@ def test_gpu_sweep_smoke_runs_on_cpu(tmp_path: Path):
     assert all(r["points_written"] == r["products"] == 8 for r in results["end_to_end"])
     assert results["model_only_ceiling_products_per_s"] > 0
     assert "end to end, cpu decode" in run.stdout
+
+
+@pytest.mark.django_db
+def test_behaviour_hooks_bench_reports_each_session_engine_and_beacon_mode():
+    """``python -m bench --only behaviour``: the view hook per session engine and the beacon per
+    counting mode, p50/p95 with the naive baselines, in one run (tiny n here)."""
+    from bench.behaviour import SESSION_ENGINES, bench_hooks, hooks_table
+
+    results = bench_hooks(5)
+    hooks = results["view_hook"]
+    assert set(hooks) == set(SESSION_ENGINES)
+    for name, row in hooks.items():
+        if "skipped" not in row:
+            assert set(row) == {"new_product", "reload", "reload_naive"}, name
+            assert row["new_product"]["added"]["n"] == 5 and row["new_product"]["page_with_hook"]["p95_ms"] > 0
+    assert "database (naive: one UPDATE per hit)" in results["beacon"]
+    assert all(row["p95_ms"] >= row["p50_ms"] > 0 for row in results["beacon"].values())
+    lines = hooks_table({"sqlite": results})
+    assert any(line.startswith("beacon sqlite") for line in lines)
+
+
+@pytest.mark.slow
+def test_merchandising_bench_reports_every_phase(flipkart: Path, tmp_path: Path):
+    """``python -m bench.merchandising``: what pins, blocks and rules add to a render, on vs off."""
+    out = tmp_path / "merch.json"
+    run = subprocess.run([sys.executable, "-m", "bench.merchandising", "--products", "24", "--sources", "3",
+                          "--rounds", "2", "--workdir", str(tmp_path / "work"), "--out", str(out)],
+                         cwd=Path(settings.BASE_DIR), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    merch = json.loads(out.read_text())["merchandising"]
+    assert merch["sources"] == 3
+    for phase in ("pins_in_list", "pin_from_beyond", "block_in_list"):
+        rows = merch[phase]
+        assert rows["find_similar"]["on"]["n"] == rows["find_similar"]["off"]["n"] == 6
+        assert {"p50_ms", "p95_ms"} <= set(rows["widget_cache_miss"]["added"])
+        work = rows["widget_cache_miss"]["work"]
+        assert work["on"]["searches"] >= work["off"]["searches"] == 1
+    # pins among the neighbours cost one read of the version, nothing else
+    assert merch["pins_in_list"]["widget_cache_miss"]["work"]["on"]["queries"] == \
+        merch["pins_in_list"]["widget_cache_miss"]["work"]["off"]["queries"] + 1
+    assert "widget render, cache miss" in run.stdout

@@ -1,20 +1,23 @@
-"""Category suggestions: the vote, the suggestion from real neighbours, the command, the admin
-(shown on the product page, applied by an action through the spec) and the evaluation."""
+"""Category suggestions: the vote, the classifier blended with it, the suggestion from real
+neighbours, the command, the admin (shown on the product page, applied by an action through the
+spec) and the evaluation."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from html import escape
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from django.core.management import call_command
 
 from catalog.models import Product
-from similarity import services
-from similarity.categories import vote
+from similarity import categories, services
+from similarity.categories import CategoryClassifier, vote
 
 from .staff_catalog import fresh_merchandising, import_rows, pick, product  # noqa: F401
 
@@ -44,6 +47,49 @@ def test_vote_weights_by_similarity_and_stays_on_one_branch() -> None:
 def test_vote_keeps_the_root_even_without_a_majority() -> None:
     suggestion = vote([(["A", "B"], 0.5), (["C", "D"], 0.4), (["E", "F"], 0.3)], sharpen=1)
     assert suggestion is not None and suggestion.path == ["A"]
+
+
+def test_the_classifier_blends_in_per_level_and_the_path_stays_a_branch() -> None:
+    neighbours = [(["A", "B"], 0.9), (["C", "D"], 0.8)]
+    prior = [{("A",): 0.2, ("C",): 0.8}, {("A", "B"): 0.05, ("C", "D"): 0.55, ("C", "E"): 0.4}]
+    alone = vote(neighbours, sharpen=1)
+    assert alone is not None and alone.path == ["A", "B"]
+    blended = vote(neighbours, sharpen=1, prior=prior, prior_weight=0.5)
+    assert blended is not None
+    # level 1: the classifier turns the vote (A 0.9 against C 0.8) round
+    assert blended.levels[0][0] == (("C",), pytest.approx(0.5 * 0.8 / 1.7 + 0.5 * 0.8))
+    assert blended.levels[0][1] == (("A",), pytest.approx(0.5 * 0.9 / 1.7 + 0.5 * 0.2))
+    assert blended.path == ["C", "D"]
+    assert blended.confidence == pytest.approx(0.5 * 0.8 / 1.7 + 0.5 * 0.55)
+    # no neighbour with a category: the classifier alone; weight 0: the vote alone
+    only_prior = vote([], prior=prior)
+    assert only_prior is not None and only_prior.path == ["C", "D"] and only_prior.neighbours == 0
+    assert vote(neighbours, sharpen=1, prior=prior, prior_weight=0.0) == alone
+
+
+def test_the_classifier_learns_each_level_and_needs_enough_labels() -> None:
+    rng = np.random.default_rng(0)
+    centres = {("A", "B"): 0, ("A", "C"): 1, ("D", "E"): 2}
+    paths = [list(path) for path in centres for _ in range(20)]
+    matrix = np.stack([np.eye(4)[centres[tuple(p)]] + rng.normal(0, 0.1, 4) for p in paths]).astype(np.float32)
+    matrix = np.vstack([matrix, np.ones((1, 4), dtype=np.float32)])  # one more row, without a category
+    batches = [({"image": matrix[:30, :2], "text": matrix[:30, 2:]}, paths[:30]),
+               ({"image": matrix[30:, :2], "text": matrix[30:, 2:]}, [*paths[30:], []])]
+    classifier = CategoryClassifier.fit(batches, min_labelled=10)
+    assert classifier is not None and classifier.trained_on == 60 and len(classifier.levels) == 2
+    assert classifier.dims == {"image": 2, "text": 2}
+    (levels,) = classifier.predict(np.eye(4, dtype=np.float32)[[1]])
+    assert max(levels[0], key=levels[0].__getitem__) == ("A",)
+    assert max(levels[1], key=levels[1].__getitem__) == ("A", "C")
+    assert classifier.predict_vectors({"image": [0.0, 3.0], "text": [0.0, 0.0]}) == levels  # unit-scaled
+    assert CategoryClassifier.fit(batches, min_labelled=61) is None
+
+
+@pytest.fixture(autouse=True)
+def no_cached_classifier() -> Iterator[None]:
+    categories.forget_classifiers()
+    yield
+    categories.forget_classifiers()
 
 
 @pytest.fixture
@@ -87,6 +133,37 @@ def test_suggestion_command_and_admin(shop: dict[str, Any], tmp_path: Path, admi
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_the_classifier_learns_from_labelled_products_and_is_cached(
+    shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    orphan = shop["orphan"]
+    vote_alone = services.suggest_category(orphan, classifier=None)
+    assert vote_alone is not None
+    # 12 labelled products are too few by default: the vote decides alone
+    assert categories.category_classifier() is None
+    assert services.suggest_category(orphan) == vote_alone
+
+    monkeypatch.setattr(categories, "MIN_LABELLED", 5)
+    categories.forget_classifiers()
+    classifier = categories.category_classifier()
+    assert classifier is not None and classifier.trained_on == 12  # not the orphan: it has no category
+    assert categories.category_classifier() is classifier  # cached while the index is unchanged
+    blended = services.suggest_category(orphan)
+    assert blended is not None and blended != vote_alone
+    assert blended.path[:2] == ["Watches", "Wrist Watches"]
+    assert blended.levels[0][0][0] == ("Watches",) and blended.levels[0][0][1] > 0.5
+    # a product that has a category was learned from: its second opinion is the vote alone
+    watch = Product.objects.exclude(pk=orphan.pk).filter(category__isnull=False).first()
+    assert services.suggest_category(watch) == services.suggest_category(watch, classifier=None)
+
+    # the index changes (a product is deleted, and so removed from it): trained again
+    Product.objects.filter(pk=watch.pk).delete()
+    retrained = categories.category_classifier()
+    assert retrained is not classifier and retrained is not None and retrained.trained_on == 11
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_evaluate_categories_beats_the_most_frequent_baseline(
     flipkart: Path, flipkart_rows: list[dict[str, str]], tmp_path: Path,
 ) -> None:
@@ -104,6 +181,7 @@ def test_evaluate_categories_beats_the_most_frequent_baseline(
     assert top["products"] == 3
     assert top["accuracy@1"] > top["baseline accuracy@1"]
     assert top["accuracy@3"] >= top["accuracy@1"]
+    assert json.loads(report.read_text())["classifier"]["trained on"] == 0  # 12 labelled: the vote alone
 
 
 @pytest.mark.slow

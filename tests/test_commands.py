@@ -273,7 +273,7 @@ def test_a_rebuilt_generation_goes_live_already_indexed(dispatched, settings):
     products = [factories.product(f"Lamp {n}", description="brass desk lamp") for n in range(12)]
     run("similarity_reindex", "--all")
     live = registry.vector_index()
-    assert live.indexed_vectors() == 12
+    assert live.indexed_vectors() == 24  # text and fused (no images)
     seen_during: list[str] = []
     import similarity.rebuild as rebuild
 
@@ -290,5 +290,27 @@ def test_a_rebuilt_generation_goes_live_already_indexed(dispatched, settings):
         type(live).optimize = real_optimize
     assert rebuild  # the optimise ran inside the rebuild, before the switch
     assert seen_during == ["ok"], "the live generation answers while the new one is optimised"
-    assert live.indexed_vectors() == 12, "the new generation went live with every text vector in the graph"
+    assert live.indexed_vectors() == 24, "the new generation went live with every text and fused vector in the graph"
     assert services.find_similar(products[0]).ok
+
+
+def test_json_goes_to_the_file_or_to_stdout(tmp_path):
+    """The ``--json FILE`` output of similarity_duplicates and similarity_suggest_categories."""
+    import json
+
+    from django.core.management.base import BaseCommand
+
+    from similarity.management.json_output import write_json
+
+    command = BaseCommand(stdout=StringIO())
+    write_json(command, {"b": "é", "a": 1}, None, verbosity=1, summary="not shown", sort_keys=True)
+    printed = command.stdout._out.getvalue()
+    assert json.loads(printed) == {"a": 1, "b": "é"} and printed.index('"a"') < printed.index('"b"') and "é" in printed
+    target = tmp_path / "new" / "out.json"
+    command = BaseCommand(stdout=StringIO())
+    write_json(command, [1, 2], target, verbosity=1, summary=f"wrote 2 to {target}")
+    assert json.loads(target.read_text(encoding="utf-8")) == [1, 2]
+    assert command.stdout._out.getvalue() == f"wrote 2 to {target}\n"
+    command = BaseCommand(stdout=StringIO())
+    write_json(command, [], target, verbosity=0, summary="quiet")
+    assert command.stdout._out.getvalue() == "" and target.read_text(encoding="utf-8") == "[]\n"

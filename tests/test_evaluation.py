@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 from django.core.management import call_command
 
 from similarity import evaluation, services
+
+from . import factories
 
 
 def _catalog(image: list[list[float]], text: list[list[float]], labels: list[str]) -> evaluation.EvalCatalog:
@@ -102,22 +103,6 @@ def test_labels_file_and_sample_are_reproducible(tmp_path: Path):
 
 
 # -- a real run: flipkart products imported, indexed by the real encoders ------------------
-def _subset(flipkart: Path, rows: list[dict[str, str]], tmp_path: Path) -> Path:
-    wanted = {"Watches > Wrist Watches": 3, "Home Furnishing > Curtains & Accessories": 3}
-    chosen: list[dict[str, str]] = []
-    for row in rows:
-        key = " > ".join(row["category"].split(" > ")[:2])
-        if wanted.get(key, 0) > 0:
-            wanted[key] -= 1
-            chosen.append({**row, "image": str(flipkart / row["image"])})
-    path = tmp_path / "subset.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(chosen)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_command_on_flipkart_items(flipkart: Path, flipkart_rows: list[dict[str, Any]], tmp_path: Path,
@@ -125,7 +110,9 @@ def test_command_on_flipkart_items(flipkart: Path, flipkart_rows: list[dict[str,
     from catalog.importer import import_catalog
     from catalog.models import Product
 
-    import_catalog(_subset(flipkart, flipkart_rows, tmp_path), image_roots=[flipkart])  # indexed after each commit
+    subset = factories.catalog_subset(flipkart, flipkart_rows, tmp_path, {
+        "Watches > Wrist Watches": 3, "Home Furnishing > Curtains & Accessories": 3})
+    import_catalog(subset, image_roots=[flipkart])  # indexed after each commit
     assert Product.objects.count() == 6
     out = tmp_path / "eval.json"
     call_command("similarity_evaluate", "--level", "2", "--k", "1,3", "--json", str(out),

@@ -17,6 +17,8 @@ from similarity.models import AdapterArtifact, IndexState
 from similarity.training.heads import Heads, TrainConfig, train_heads
 from similarity.training.reliability import modality_weights
 
+from . import factories
+
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
@@ -64,22 +66,13 @@ def test_weights_for_without_an_adapter(settings: Any):
 
 
 # -- a real run: flipkart products, real encoders, real Qdrant Edge --------------------------
+#: five categories that look nothing alike
+CATEGORIES = ("Watches > Wrist Watches", "Home Furnishing > Curtains & Accessories", "Kitchen & Dining > Coffee Mugs",
+              "Baby Care > Infant Wear", "Computers > Laptop Accessories")
+
+
 def _subset(flipkart: Path, rows: list[dict[str, str]], tmp_path: Path, per_category: int = 6) -> Path:
-    wanted = {"Watches > Wrist Watches": per_category, "Home Furnishing > Curtains & Accessories": per_category,
-              "Kitchen & Dining > Coffee Mugs": per_category, "Baby Care > Infant Wear": per_category,
-              "Computers > Laptop Accessories": per_category}
-    chosen = []
-    for row in rows:
-        key = " > ".join(row["category"].split(" > ")[:2])
-        if wanted.get(key, 0) > 0:
-            wanted[key] -= 1
-            chosen.append({**row, "image": str(flipkart / row["image"])})
-    path = tmp_path / "subset.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(chosen)
-    return path
+    return factories.catalog_subset(flipkart, rows, tmp_path, dict.fromkeys(CATEGORIES, per_category))
 
 
 def _versions() -> set[str]:
@@ -164,3 +157,81 @@ def test_train_activate_search_and_roll_back(flipkart: Path, flipkart_rows: list
     assert not AdapterArtifact.objects.filter(active=True).exists()
     assert _versions() == plain_versions
     assert _similar(products) == plain
+
+
+# -- a text head from the catalog's texts alone (similarity_train --text) ---------------------
+def test_text_head_starts_as_the_identity_and_pulls_views_of_one_object_together():
+    from similarity.training.text_head import TextTrainConfig, train_text_head
+
+    rng = np.random.default_rng(7)
+    objects, _labels = _clusters(120, 32, 6, 0.4, seed=7)
+    shared = rng.normal(size=(32,))  # boiler-plate every text of the catalog shares
+    views = _unit(np.concatenate([objects + 0.8 * _unit(rng.normal(size=(120, 32))) + shared for _ in range(2)]))
+    owner = np.concatenate([np.arange(120), np.arange(120)])
+    untouched = train_text_head(views, owner, TextTrainConfig(epochs=0))
+    assert np.allclose(untouched.apply("text", views), views, atol=1e-6)  # identity before training
+    assert untouched.out_dim("text") == 32
+    own = train_text_head(views, owner, TextTrainConfig(epochs=30, batch_size=64, positives="views"))
+    assert set(own.weights) == {"text"} and own.meta["objects"] == 120 and own.meta["drift"] > 0
+
+    def own_view_rank1(x: np.ndarray) -> float:  # how often an object's other view is its nearest text
+        sim = x[:120] @ x[120:].T
+        return float((np.argmax(sim, axis=1) == np.arange(120)).mean())
+
+    assert own_view_rank1(own.apply("text", views)) > own_view_rank1(views)
+
+    def same_group_at_5(x: np.ndarray) -> float:  # neighbours of the same made-up kind
+        first = x[:120]
+        sim = first @ first.T
+        np.fill_diagonal(sim, -np.inf)
+        return float((_labels[np.argsort(-sim, axis=1)[:, :5]] == _labels[:, None]).mean())
+
+    near = train_text_head(views, owner, TextTrainConfig(epochs=30, batch_size=64))  # neighbour positives
+    assert same_group_at_5(near.apply("text", views)) > same_group_at_5(views)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_text_only_catalog_trains_a_text_head_searches_through_it_and_rolls_back(
+        flipkart: Path, flipkart_rows: list[dict[str, Any]], tmp_path: Path, capsys: Any):
+    from catalog.importer import import_catalog
+    from catalog.models import Product
+    from similarity.search import joint_space
+
+    subset = _subset(flipkart, flipkart_rows, tmp_path, per_category=4)
+    with open(subset, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(subset, "w", newline="", encoding="utf-8") as fh:  # a shop without photos
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "image": ""} for row in rows)
+    import_catalog(subset)
+    products = list(Product.objects.order_by("pk"))
+    assert len(products) == 20
+    plain_versions = _versions()
+    plain = _similar(products)
+    query = "analog wrist watch for men"
+    plain_search = [h.pk for h in services.search_text(query, limit=5).hits]
+
+    call_command("similarity_train", "--text", "--epochs", "10")
+    artifact = AdapterArtifact.objects.get(active=True)
+    out = capsys.readouterr().out
+    assert f"live now: {artifact.version}" in out and "texts of 20 objects" in out
+    assert artifact.meta["kind"] == "text" and artifact.meta["objects"] == 20
+    assert artifact.meta["views"] == 60  # the indexed text, the title and the description head
+    assert _versions() == {f"{v}+{artifact.version}" for v in plain_versions}
+    assert registry.text_encoder().version.endswith("+" + artifact.version)
+    assert "+" not in registry.image_encoder().version  # photos keep the plain model
+    assert registry.vector_dims()["text"] == 384 and not joint_space()
+
+    # typed words go through the same head as the catalog's texts: text-to-text search works
+    hits = services.search_text(query, limit=5).hits
+    assert len(hits) == 5 and all(set(h.scores) == {"text"} for h in hits)
+    assert sum("Watch" in h.object.title for h in hits) >= 3
+    assert all(len(h) == 5 for h in _similar(products).values())
+
+    call_command("similarity_train", "--rollback")
+    assert not AdapterArtifact.objects.filter(active=True).exists()
+    assert _versions() == plain_versions
+    assert _similar(products) == plain
+    assert [h.pk for h in services.search_text(query, limit=5).hits] == plain_search

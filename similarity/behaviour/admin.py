@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest
 
+from .. import services
 from .models import BehaviourModel, Event, WidgetStat
+
+logger = logging.getLogger(__name__)
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -53,6 +57,13 @@ class WidgetStatAdmin(_ReadOnly):
         return f"{obj.ctr:.1%}"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        if self.has_view_or_change_permission(request):  # else super() answers 403, nothing moves
+            try:  # the counts still in the cache first, so the page is up to the minute
+                services.flush_widget_stats()
+            except Exception as exc:  # the counts stay in the cache for the periodic flush
+                logger.warning("flushing the widget counters failed: %s", exc, exc_info=True)
+                self.message_user(request, f"The newest counts could not be read from the cache ({exc}); "
+                                  "the figures below may be behind.", messages.WARNING)
         response: Any = super().changelist_view(request, extra_context)
         changelist = getattr(response, "context_data", {}).get("cl")
         if changelist is not None:

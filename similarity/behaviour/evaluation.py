@@ -41,12 +41,29 @@ class EvaluationError(ValueError):
     pass
 
 
+#: bootstrap resamples for the confidence intervals
+RESAMPLES = 2000
+
+
 @dataclass
 class Scores:
+    """Hits and reciprocal ranks per ranking, kept per case for the paired bootstrap.
+
+    ``group`` of a case is what is resampled: the case itself (baskets, independent orders) or
+    its session (next-item: positions of one session are not independent of each other).
+    """
+
     k: int
     cases: int = 0
     hits: dict[str, float] = field(default_factory=dict)
     rr: dict[str, float] = field(default_factory=dict)
+    per_case: dict[str, dict[int, float]] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+
+    def start(self, group: str | None = None) -> None:
+        """A new case (call before its ``add`` calls)."""
+        self.groups.append(group if group is not None else str(self.cases))
+        self.cases += 1
 
     def add(self, ranking: str, ranked: list[str], target: str) -> None:
         top = ranked[: self.k]
@@ -55,10 +72,57 @@ class Scores:
         if target in top:
             self.hits[ranking] += 1
             self.rr[ranking] += 1.0 / (top.index(target) + 1)
+            self.per_case.setdefault(ranking, {})[self.cases - 1] = 1.0 / (top.index(target) + 1)
 
-    def table(self) -> dict[str, dict[str, float]]:
+    def table(self, served: str | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
+        """``{ranking: {"hit@k": v, "mrr": v, "ci95": ...}}``; with ``served``, every other ranking
+        also gets ``"served_minus_this"``: the paired difference (served − this) and its 95 %
+        interval, ``[difference, low, high]`` per metric (a seeded bootstrap over the groups)."""
         n = max(self.cases, 1)
-        return {r: {f"hit@{self.k}": self.hits[r] / n, "mrr": self.rr[r] / n} for r in self.hits}
+        out: dict[str, dict[str, Any]] = {
+            r: {f"hit@{self.k}": self.hits[r] / n, "mrr": self.rr[r] / n} for r in self.hits
+        }
+        if self.cases < 2:
+            return out
+        resampled = self._resampled(seed)
+        for ranking in out:
+            out[ranking]["ci95"] = {name: _interval(values) for name, values in resampled(ranking).items()}
+        if served in out:
+            base = resampled(served)
+            for ranking in out:
+                if ranking == served:
+                    continue
+                other = resampled(ranking)
+                out[ranking]["served_minus_this"] = {
+                    name: [out[served][name] - out[ranking][name], *_interval(base[name] - other[name])]
+                    for name in base
+                }
+        return out
+
+    def _resampled(self, seed: int) -> Callable[[str], dict[str, np.ndarray]]:
+        """The metrics of each ranking over the same ``RESAMPLES`` resamples of the groups."""
+        names = sorted(set(self.groups))
+        index = {g: i for i, g in enumerate(names)}
+        of_case = np.array([index[g] for g in self.groups])
+        sizes = np.bincount(of_case, minlength=len(names)).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        # how often each group is drawn in each resample (a multinomial draw of the group count)
+        counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=RESAMPLES).astype(np.float32)
+        totals = counts @ sizes
+
+        def resampled(ranking: str) -> dict[str, np.ndarray]:
+            hit, rr = np.zeros(len(names), np.float32), np.zeros(len(names), np.float32)
+            for case, reciprocal in self.per_case.get(ranking, {}).items():
+                hit[of_case[case]] += 1
+                rr[of_case[case]] += reciprocal
+            return {f"hit@{self.k}": counts @ hit / totals, "mrr": counts @ rr / totals}
+
+        return resampled
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    low, high = np.percentile(values, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 @dataclass
@@ -134,7 +198,7 @@ def read_events(path: Path, columns: dict[str, str], spec: IndexSpec, since: dat
 
 def evaluate_basket(path: Path, *, columns: dict[str, str] | None = None, k: int = 10, seed: int = 0,
                     since: datetime | None = None, model: Any = None, max_cases: int | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, Any]]:
     spec = registry.get_spec(model)
     training = Training.load(spec)
     orders: dict[str, list[str]] = {}
@@ -155,18 +219,18 @@ def evaluate_basket(path: Path, *, columns: dict[str, str] | None = None, k: int
         hidden = rng.choice(sorted(items))
         rest = [key for key in items if key != hidden]
         exclude = set(rest)
-        scores.cases += 1
+        scores.start()
         served = serving.bought_together_cart([objects[key] for key in rest if key in objects], limit=k)
         scores.add("bought_together", [spec.object_key(h.pk) for h in served.hits], hidden)
         _baselines(scores, training, rest, hidden, k, exclude, objects)
         if progress:
             progress(n + 1, len(cases))
-    return scores.table()
+    return scores.table(served="bought_together", seed=seed)
 
 
 def evaluate_next_item(path: Path, *, columns: dict[str, str] | None = None, k: int = 10, seed: int = 0,
                        since: datetime | None = None, model: Any = None, max_positions: int = MAX_POSITIONS,
-                       progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, dict[str, Any]]:
     spec = registry.get_spec(model)
     training = Training.load(spec)
     rows = sorted(read_events(path, columns or {}, spec, since), key=lambda r: r[0])
@@ -187,14 +251,14 @@ def evaluate_next_item(path: Path, *, columns: dict[str, str] | None = None, k: 
     for n, (who, t) in enumerate(positions):
         seen = sessions[who][max(0, t - HISTORY) : t]
         target, current = sessions[who][t], seen[-1]
-        scores.cases += 1
+        scores.start(group=who)  # a session's positions are resampled together
         served = serving.recommended_from_views(spec, seen, current=objects.get(current), limit=k)
         scores.add("recommended_for_you", [spec.object_key(h.pk) for h in served.hits], target)
         scores.add("transitions", training.rank(training.transitions, [current], k, {current}), target)
         _baselines(scores, training, seen, target, k, {current}, objects, content_from=[current])
         if progress:
             progress(n + 1, len(positions))
-    return scores.table()
+    return scores.table(served="recommended_for_you", seed=seed)
 
 
 def _objects(spec: IndexSpec, keys: set[str]) -> dict[str, Any]:

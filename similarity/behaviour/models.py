@@ -72,7 +72,7 @@ class BehaviourModel(models.Model):
 
 class WidgetStat(models.Model):
     """Impressions and clicks of one widget in one placement on one day (counters, not rows
-    per request, so the beacon stays a single UPDATE)."""
+    per request; the beacon counts in the cache and :mod:`.analytics` flushes into these)."""
 
     widget = models.CharField(max_length=40)
     placement = models.CharField(max_length=60, blank=True, default="")

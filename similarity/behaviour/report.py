@@ -33,8 +33,20 @@ def run_task(command: BaseCommand, options: dict[str, Any]) -> None:
     seconds = time.perf_counter() - started
     command.stdout.write(f"{options['task']} on {path.name} (k={k}, seed={options['seed']}, {seconds:.0f} s):")
     command.stdout.write(f"{'ranking':<22}{'hit@' + str(k):>10}{'mrr':>10}")
-    for name, values in sorted(metrics.items(), key=lambda kv: -kv[1][f"hit@{k}"]):
-        command.stdout.write(f"{name:<22}{values[f'hit@{k}']:>10.4f}{values['mrr']:>10.4f}")
+    ranked = sorted(metrics.items(), key=lambda kv: -kv[1][f"hit@{k}"])
+    for name, values in ranked:
+        interval = values.get("ci95", {}).get(f"hit@{k}")
+        command.stdout.write(f"{name:<22}{values[f'hit@{k}']:>10.4f}{values['mrr']:>10.4f}"
+                             + (f"   hit@{k} 95% CI [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""))
+    served = "bought_together" if options["task"] == "basket" else "recommended_for_you"
+    paired = [(name, values["served_minus_this"]) for name, values in ranked if "served_minus_this" in values]
+    if paired:
+        command.stdout.write(f"{served} minus each ranking, paired, 95% CI (bootstrap, seed {options['seed']}, "
+                             f"{'orders' if options['task'] == 'basket' else 'sessions'} resampled):")
+        for name, diff in paired:
+            hit, mrr = diff[f"hit@{k}"], diff["mrr"]
+            command.stdout.write(f"  − {name:<20} hit@{k} {hit[0]:+.4f} [{hit[1]:+.4f}, {hit[2]:+.4f}]"
+                                 f"   mrr {mrr[0]:+.4f} [{mrr[1]:+.4f}, {mrr[2]:+.4f}]")
     if options["json"]:
         options["json"].parent.mkdir(parents=True, exist_ok=True)
         options["json"].write_text(json.dumps(metrics, indent=2, sort_keys=True))

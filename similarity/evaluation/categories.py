@@ -1,11 +1,13 @@
 """``similarity_evaluate --task categories``: hide a seeded share of the categories and suggest
 them back with :func:`similarity.categories.vote`, over the neighbours ``find_similar`` would give
-(the numpy :class:`~.ranking.Ranker`: same fusion, exclusion and one per group).
+(the numpy :class:`~.ranking.Ranker`: same fusion, exclusion and one per group), blended with a
+:class:`~similarity.categories.CategoryClassifier` learned from the products that keep their
+category (as :func:`~similarity.categories.suggest_category` does for a product without one).
 
-A hidden product's category is not used anywhere: it does not vote for others, and the spec's
-text must not contain it (a spec with ``text_includes_taxonomy`` is refused). Accuracy@1 and @3
-per level are compared with the "most frequent category" baseline, counted over the products
-that keep their category.
+A hidden product's category is not used anywhere: it does not vote for others, the classifier
+never learns it, and the spec's text must not contain it (a spec with ``text_includes_taxonomy``
+is refused). Accuracy@1 and @3 per level are compared with the "most frequent category"
+baseline, counted over the products that keep their category.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ..categories import NEIGHBOURS, vote
+from ..categories import (
+    CLASSIFIER_TEMPERATURE,
+    CLASSIFIER_WEIGHT,
+    NEIGHBOURS,
+    CategoryClassifier,
+    feature_matrix,
+    vote,
+)
 from .catalog import EvalCatalog, EvaluationError
 from .ranking import BLOCK, Ranker, top_k
 
@@ -37,27 +46,34 @@ def hidden_positions(catalog: EvalCatalog, share: float, seed: int) -> np.ndarra
 
 def evaluate_categories(
     catalog: EvalCatalog, *, hide: float = 0.2, seed: int = 0, neighbours: int = NEIGHBOURS,
-    tops: Collection[str] | None = None,
+    tops: Collection[str] | None = None, classifier_weight: float = CLASSIFIER_WEIGHT,
+    classifier_temperature: float = CLASSIFIER_TEMPERATURE,
 ) -> dict[str, Any]:
     """Accuracy@1/@3 per level of the suggestions for the hidden products, and the baseline.
 
     ``tops``: only score hidden products under these top-level categories (to choose a setting
-    on one half of a catalog's categories and check it on the other)."""
+    on one half of a catalog's categories and check it on the other). ``classifier_weight``
+    (0: the vote alone) and ``classifier_temperature``: the classifier's blend weight and softmax
+    temperature."""
     if catalog.spec is not None and catalog.spec.text_includes_taxonomy:
         raise EvaluationError(
             "the spec puts the category path into the encoded text, so a hidden category would still "
             "be seen; evaluate with a spec without it."
         )
     hidden = hidden_positions(catalog, hide, seed)
+    is_hidden = np.zeros(len(catalog), dtype=bool)
+    is_hidden[hidden] = True  # all of them, also those ``tops`` does not score
     if tops is not None:
         hidden = np.array([q for q in hidden if catalog.categories[q][0] in set(tops)], dtype=int)
         if not len(hidden):
             raise EvaluationError("no hidden product falls under the chosen top-level categories")
-    is_hidden = np.zeros(len(catalog), dtype=bool)
-    is_hidden[hidden] = True
     known = [[] if is_hidden[i] else list(c) for i, c in enumerate(catalog.categories)]
     depth = max(len(catalog.categories[q]) for q in hidden)
     ranker = Ranker(catalog, limit=neighbours)
+    matrix = feature_matrix(catalog.vectors)
+    classifier = (CategoryClassifier.fit([(catalog.vectors, known)], temperature=classifier_temperature)
+                  if classifier_weight > 0 else None)
+    priors: list[Any] = classifier.predict(matrix[hidden]) if classifier is not None else [None] * len(hidden)
     unique_groups = len(set(catalog.groups.tolist())) == len(catalog)
     suggestions = []
     for start in range(0, len(hidden), BLOCK):
@@ -65,7 +81,8 @@ def evaluate_categories(
         scores = ranker.scores("fused", block)
         top = top_k(scores, neighbours, None if unique_groups else catalog.groups)
         for row in range(len(block)):
-            suggestions.append(vote((known[c], float(scores[row, c])) for c in top[row] if c >= 0))
+            suggestions.append(vote(((known[c], float(scores[row, c])) for c in top[row] if c >= 0),
+                                    prior=priors[start + row], prior_weight=classifier_weight))
     levels: dict[str, dict[str, float]] = {}
     for level in range(1, depth + 1):
         truth = [tuple(catalog.categories[q][:level]) for q in hidden]
@@ -88,7 +105,9 @@ def evaluate_categories(
             "baseline accuracy@1": base1 / n, "baseline accuracy@3": base3 / n, "products": float(n),
         }
     return {"levels": levels, "confidence": _by_confidence(catalog, hidden, suggestions),
-            "hidden": int(len(hidden)), "neighbours": neighbours}
+            "hidden": int(len(hidden)), "neighbours": neighbours,
+            "classifier": {"weight": classifier_weight, "temperature": classifier_temperature,
+                           "trained on": classifier.trained_on if classifier is not None else 0}}
 
 
 def _by_confidence(catalog: EvalCatalog, hidden: np.ndarray, suggestions: list[Any]) -> dict[str, dict[str, float]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..categories import NEIGHBOURS
+from ..categories import CLASSIFIER_WEIGHT, NEIGHBOURS
 from .catalog import EvaluationError, load_catalog
 from .categories import evaluate_categories
 from .duplicates import evaluate_duplicates
@@ -17,10 +17,16 @@ def run_task(command: Any, options: dict[str, Any]) -> dict[str, Any]:
     write = command.stdout.write
     if options["task"] == "categories":
         catalog = load_catalog(options["model"])
+        weight = options.get("classifier_weight")
         report = evaluate_categories(catalog, hide=options["hide"], seed=options["seed"],
-                                     neighbours=options["neighbours"] or NEIGHBOURS)
+                                     neighbours=options["neighbours"] or NEIGHBOURS,
+                                     classifier_weight=CLASSIFIER_WEIGHT if weight is None else weight)
         write(f"Category suggestions: {report['hidden']} of {len(catalog)} products had their category hidden "
               f"(seed {options['seed']}); {report['neighbours']} neighbours vote.")
+        classifier = report["classifier"]
+        write(f"Classifier: learned from {classifier['trained on']} products that kept their category, "
+              f"blend weight {classifier['weight']}" if classifier["trained on"] else
+              "Classifier: none (too few labelled products, or weight 0): the vote alone.")
         columns = ["accuracy@1", "accuracy@3", "baseline accuracy@1", "baseline accuracy@3", "products"]
         write(f"{'level':<9}" + "".join(f"{c:>21}" for c in columns))
         for level, values in report["levels"].items():

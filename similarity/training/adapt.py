@@ -134,8 +134,17 @@ def wrap(modality: str, base: Any) -> Any:
     key = (modality, version, id(base))
     if key not in _wrapped:
         heads = _load(version)
-        if heads is None or modality not in heads.weights:
+        if heads is None:
             logger.warning("adapter %s is not in the database; encoding without it", version)
             return base
-        _wrapped[key] = AdaptedEncoder(base, modality, version, heads)
+        # a text-only adapter (``similarity_train --text``) leaves the photos to the base model
+        _wrapped[key] = AdaptedEncoder(base, modality, version, heads) if modality in heads.weights else base
     return _wrapped[key]
+
+
+def active_is_joint() -> bool:
+    """True when the live adapter maps photos into the text space (image and text heads), so
+    typed words can be matched against the image vectors; False with none or a text-only one."""
+    version = active_version()
+    heads = _load(version) if version else None
+    return heads is not None and {"image", "text"} <= set(heads.weights)

@@ -125,6 +125,58 @@ def catalog_features(
     return CatalogFeatures(keys=keys, texts=texts, vectors=vectors, present=present, versions=versions)
 
 
+@dataclass
+class TextViews:
+    """Frozen vectors of each object's texts: ``vectors[r]`` describes object ``owner[r]`` (its
+    position in :class:`CatalogFeatures`). The indexed text is always one of the views."""
+
+    vectors: np.ndarray
+    owner: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+
+def text_views(
+    features: CatalogFeatures, model: Any = None, *, batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> TextViews:
+    """Each object's indexed text and its :meth:`~similarity.specs.IndexSpec.get_text_views`,
+    through the same text cache (keyed by content hash), so a view is encoded once."""
+    spec = registry.get_spec(model)
+    encoder = registry.base_text_encoder()
+    path = _cache_file(spec, "text", encoder.version)
+    cache = _load(path)
+    before = len(cache)
+    position = {key: i for i, key in enumerate(features.keys)}
+    rows: list[tuple[int, str]] = []
+    queryset = spec.get_queryset()
+    for batch in iter_batches(queryset, batch_size):
+        objects = [o for o in queryset.filter(pk__in=batch).order_by("pk") if spec.should_index(o)]
+        for obj in objects:
+            pos = position.get(spec.object_key(obj.pk))
+            if pos is None:
+                continue
+            seen = set()
+            for view in [features.texts[pos], *spec.get_text_views(obj)]:
+                view = " ".join((view or "").split())
+                if view and view not in seen:
+                    seen.add(view)
+                    rows.append((pos, view))
+        if progress:
+            progress(len(objects))
+    hashes = [text_hash(view) for _pos, view in rows]
+    missing = sorted({h: view for h, (_pos, view) in zip(hashes, rows, strict=True) if h not in cache}.items())
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        for (h, _view), vector in zip(chunk, encoder.encode([view for _h, view in chunk]), strict=True):
+            cache[h] = vector
+    if len(cache) != before:
+        _save(path, cache)
+    vectors = np.stack([cache[h] for h in hashes]) if rows else np.zeros((0, encoder.dim), np.float32)
+    return TextViews(vectors=vectors.astype(np.float32), owner=np.array([pos for pos, _v in rows], dtype=np.int64))
+
+
 def _from_index(
     spec: IndexSpec, todo: dict[str, list[tuple[str, Any]]], caches: dict[str, dict[str, np.ndarray]],
     versions: dict[str, str],

@@ -23,12 +23,17 @@ from .. import registry
 from ..exceptions import SimilarityError
 from ..rebuild import rebuild_index
 from . import adapt
-from .features import CatalogFeatures, catalog_features
+from .features import CatalogFeatures, catalog_features, text_views
 from .heads import Heads, TrainConfig, train_heads
 from .models import AdapterArtifact
 from .reliability import modality_weights
+from .text_head import TextTrainConfig, train_text_head
 
 logger = logging.getLogger(__name__)
+
+
+#: image–text pairs a joint head needs
+MIN_PAIRS = 8
 
 
 class TrainingError(SimilarityError):
@@ -50,9 +55,10 @@ def train(
     features = catalog_features(spec, progress=progress)
     feature_seconds = time.perf_counter() - started
     pairs = features.paired()
-    if len(pairs) < 8:
+    if len(pairs) < MIN_PAIRS:
         raise TrainingError(
-            f"{spec.label}: {len(pairs)} objects have both an image and a text; training needs at least 8."
+            f"{spec.label}: {len(pairs)} objects have both an image and a text; training needs at least {MIN_PAIRS}. "
+            "Without usable images, train a text head from the texts alone: similarity_train --text."
         )
     label_array = None
     if labels is not None and config.supervised > 0:
@@ -60,13 +66,41 @@ def train(
     heads = train_heads(features.vectors["image"][pairs], features.vectors["text"][pairs], config,
                         labels=label_array)
     weights = modality_weights(adapted(features, heads))
-    data = heads.to_bytes()
-    version = "ad-" + hashlib.sha256(data).hexdigest()[:10]
     meta = {
-        "config": asdict(config), "pairs": int(len(pairs)), "objects": len(features),
+        "kind": "joint", "config": asdict(config), "pairs": int(len(pairs)), "objects": len(features),
         "feature_seconds": round(feature_seconds, 2), "train_seconds": heads.meta.get("seconds"),
         "loss": heads.meta.get("loss"), "fusion_weights": weights, "supervised": label_array is not None,
     }
+    return _store(spec, features, heads, meta)
+
+
+def train_text(
+    model: Any = None, *, config: TextTrainConfig | None = None, progress: Callable[[int], None] | None = None,
+) -> AdapterArtifact:
+    """Train a text head on the catalog's own texts alone (no images, no labels) and store it
+    (not active yet); photos, if any, keep the plain image encoder. See :mod:`.text_head`."""
+    spec = registry.get_spec(model)
+    config = config or TextTrainConfig()
+    started = time.perf_counter()
+    features = catalog_features(spec, progress=progress)
+    views = text_views(features, spec)
+    feature_seconds = time.perf_counter() - started
+    objects = len(np.unique(views.owner))
+    if objects < 8:
+        raise TrainingError(f"{spec.label}: {objects} objects have a text; training a text head needs at least 8.")
+    heads = train_text_head(views.vectors, views.owner, config)
+    meta = {
+        "kind": "text", "config": asdict(config), "objects": objects, "views": len(views),
+        "feature_seconds": round(feature_seconds, 2), "train_seconds": heads.meta.get("seconds"),
+        "loss": heads.meta.get("loss"), "drift": heads.meta.get("drift"),
+        "fusion_weights": modality_weights(adapted(features, heads)),
+    }
+    return _store(spec, features, heads, meta)
+
+
+def _store(spec: Any, features: CatalogFeatures, heads: Heads, meta: dict[str, Any]) -> AdapterArtifact:
+    data = heads.to_bytes()
+    version = "ad-" + hashlib.sha256(data).hexdigest()[:10]
     artifact, _created = AdapterArtifact.objects.update_or_create(
         version=version,
         defaults={"model_label": spec.label, "base_versions": features.versions, "meta": meta, "weights": data},
@@ -76,9 +110,13 @@ def train(
 
 
 def adapted(features: CatalogFeatures, heads: Heads) -> dict[str, np.ndarray]:
-    """The catalog's vectors through the heads (rows without the modality stay zero)."""
+    """The catalog's vectors through the heads (rows without the modality stay zero; a modality
+    without a head keeps its base vectors)."""
     out = {}
     for m in ("image", "text"):
+        if m not in heads.weights:
+            out[m] = features.vectors[m]
+            continue
         matrix = np.zeros((len(features), heads.out_dim(m)), dtype=np.float32)
         have = features.present[m]
         if have.any():
@@ -137,8 +175,18 @@ def rollback(*, progress: Callable[[int], None] | None = None) -> AdapterArtifac
     return target
 
 
-def train_adapter(model: Any = None, *, epochs: int | None = None, seed: int = 0) -> AdapterArtifact:
-    """The command's training entry: the default configuration, with the given overrides."""
+def train_adapter(
+    model: Any = None, *, epochs: int | None = None, seed: int = 0, text: bool = False,
+) -> AdapterArtifact:
+    """The command's training entry: the default configuration, with the given overrides;
+    ``text``: a text head from the catalog's texts alone (:func:`train_text`); opt-in, never
+    chosen automatically (it trades typed-search precision at rank 1 for similar products,
+    docs/training.md)."""
+    if text:
+        text_config = TextTrainConfig(seed=seed)
+        if epochs:
+            text_config.epochs = epochs
+        return train_text(model, config=text_config)
     config = TrainConfig(seed=seed)
     if epochs:
         config.epochs = epochs

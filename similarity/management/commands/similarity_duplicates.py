@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from tqdm import tqdm
 
 from similarity import registry, services
 from similarity.exceptions import SimilarityError
+from similarity.management.json_output import write_json
 
 
 class Command(BaseCommand):
@@ -39,11 +39,5 @@ class Command(BaseCommand):
         except SimilarityError as exc:
             raise CommandError(str(exc)) from exc
         rows = [pair.as_dict("sku") for pair in pairs]
-        text = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
-        if options["json"]:
-            options["json"].parent.mkdir(parents=True, exist_ok=True)
-            options["json"].write_text(text, encoding="utf-8")
-            if options["verbosity"] >= 1:
-                self.stdout.write(f"wrote {len(rows)} pairs to {options['json']} ({spec.lookup_field} values)")
-        else:
-            self.stdout.write(text)
+        write_json(self, rows, options["json"], verbosity=options["verbosity"],
+                   summary=f"wrote {len(rows)} pairs to {options['json']} ({spec.lookup_field} values)")

@@ -70,6 +70,9 @@ class Command(BaseCommand):
         parser.add_argument("--hide", type=float, default=0.2, help="--task categories: share of categories hidden")
         parser.add_argument("--neighbours", type=int, default=None,
                             help="--task categories: neighbours that vote (default: the suggestion's)")
+        parser.add_argument("--classifier-weight", type=float, default=None,
+                            help="--task categories: the classifier's blend weight (0: the vote alone; "
+                                 "default: the suggestion's)")
         parser.add_argument("--planted", type=Path, help="--task duplicates: CSV sku_a,sku_b of planted copies")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from similarity import registry, services
 from similarity.exceptions import SimilarityError
+from similarity.management.json_output import write_json
 
 
 class Command(BaseCommand):
@@ -40,13 +40,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except NotImplementedError as exc:
             raise CommandError(f"{exc}: the spec cannot write categories, so --apply-above cannot work") from exc
-        text = json.dumps(out, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-        if options["json"]:
-            options["json"].parent.mkdir(parents=True, exist_ok=True)
-            options["json"].write_text(text, encoding="utf-8")
-            if options["verbosity"] >= 1:
-                self.stdout.write(f"wrote {len(out)} suggestions to {options['json']}")
-        else:
-            self.stdout.write(text)
+        write_json(self, out, options["json"], verbosity=options["verbosity"], sort_keys=True,
+                   summary=f"wrote {len(out)} suggestions to {options['json']}")
         if options["apply_above"] is not None and options["verbosity"] >= 1:
             self.stdout.write(f"applied {applied} suggestions at confidence >= {options['apply_above']}")

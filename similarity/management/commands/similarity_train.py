@@ -23,6 +23,9 @@ class Command(BaseCommand):
                             help="make the previously live adapter (or the plain encoders) live again")
         parser.add_argument("--activate", default=None, metavar="VERSION",
                             help="make a stored adapter live (e.g. one trained with --no-activate)")
+        parser.add_argument("--text", action="store_true",
+                            help="a text head from the catalog's own texts alone (titles, descriptions; "
+                                 "for shops without usable images); photos keep the plain image model")
         parser.add_argument("--epochs", type=int, default=None)
         parser.add_argument("--seed", type=int, default=0)
         # Behaviour (docs/behaviour.md): item–item models from the imported events.
@@ -47,11 +50,13 @@ class Command(BaseCommand):
                 return
             started = time.perf_counter()
             artifact = services.train_adapter(
-                options["model"], epochs=options["epochs"], seed=options["seed"]
+                options["model"], epochs=options["epochs"], seed=options["seed"], text=options["text"]
             )
             meta = artifact.meta
+            trained_on = (f"{meta['views']} texts of {meta['objects']} objects" if meta.get("kind") == "text"
+                          else f"{meta['pairs']} image–text pairs")
             self.stdout.write(
-                f"trained {artifact.version} on {meta['pairs']} image–text pairs: features "
+                f"trained {artifact.version} on {trained_on}: features "
                 f"{meta['feature_seconds']:.1f} s, heads {meta['train_seconds']:.1f} s; label-free fusion "
                 f"weights {meta['fusion_weights']}"
             )
