@@ -42,6 +42,9 @@ SCHEMA = {"pk": "keyword", "group": "keyword", "model": "keyword", "category_ids
 FILTERS: tuple[tuple[str, dict[str, Any], bool], ...] = (  # (name, filter, ACORN)
     ("no_filter", {}, False), ("filtered", {"category_ids": 7, "in_stock": True}, False),
     ("filtered_acorn", {"category_ids": 7, "in_stock": True}, True),
+    # ten categories (a sixth of the points, in stock): more points than the full-scan threshold at
+    # any size, so this one is always a filtered walk of the graph
+    ("filtered_wide", {"category_ids": list(range(7, 17)), "in_stock": True}, False),
 )
 
 
@@ -170,7 +173,7 @@ def exact_top(points: Points, size: int, queries: dict[str, np.ndarray], query_r
         fused = sum(WEIGHTS[name] * (queries[name] @ vectors[name].T) for name in WEIGHTS) / total
         allowed = np.ones(n, dtype=bool)
         if "category_ids" in match:
-            allowed &= category == match["category_ids"]
+            allowed &= np.isin(category, match["category_ids"])
         if match.get("in_stock"):
             allowed &= in_stock
         fused[:, ~allowed] = -np.inf
@@ -251,7 +254,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = memory_mb("VmRSS")
     index = QdrantEdgeIndex(path=str(folder), collection="scale",
                             tuning=IndexSettings(quantization=args.quantization, on_disk=args.on_disk,
-                                                 optimize_after=0))
+                                                 optimize_after=0, **_threshold(args)))
     index.ensure(dims, SCHEMA)
     if args.reuse:  # the queries only, on an index an earlier run kept (--keep)
         return measure(args, index, points, folder, {"reused": str(folder)})
@@ -278,6 +281,11 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     return measure(args, index, points, folder, built)
 
 
+def _threshold(args: argparse.Namespace) -> dict[str, int]:
+    tuning = {"indexing_threshold_kb": args.threshold_kb} if args.threshold_kb else {}
+    return {**tuning, "hnsw_ef_filtered": args.ef_filtered} if args.ef_filtered else tuning
+
+
 def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, built: dict[str, Any]
             ) -> dict[str, Any]:
     """The queries: one request and the five-round-trip baseline, recall against brute force."""
@@ -299,7 +307,9 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         exact = exact_for[key]
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
-            flt = SearchFilter(match=match, exclude_ids=frozenset({point_id(int(r))}))
+            flt = SearchFilter(match={k: v for k, v in match.items() if not isinstance(v, list)},
+                               match_any={k: v for k, v in match.items() if isinstance(v, list)},
+                               exclude_ids=frozenset({point_id(int(r))}))
             begin = time.perf_counter()
             hits = index.query_fused(FusedQuery(vectors=vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
                                                 filter=flt, group_by="group", payload_fields=("pk", "group")))
@@ -320,7 +330,9 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "disk_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
         "quantization": args.quantization or "none", "on_disk": args.on_disk,
         "vectors": "flipkart-1050 real vectors, mixed pairs + noise", "real_products": points.n_real,
-        "weights": WEIGHTS, "fetch": FETCH,
+        "weights": WEIGHTS, "fetch": FETCH, "hnsw_ef": index.tuning.search_ef(filtered=False),
+        "hnsw_ef_filtered": index.tuning.search_ef(filtered=True),
+        "indexing_threshold_kb": index.tuning.indexing_threshold_kb,
     }
     index.close()
     if not (args.keep or args.reuse):
@@ -339,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--keep", action="store_true", help="keep the index folder (for --reuse)")
     parser.add_argument("--reuse", type=Path, help="measure the queries on a kept index folder, no build")
+    parser.add_argument("--ef-filtered", type=int, default=0,
+                        help="INDEX['HNSW_EF_FILTERED'] (0: the default, 4 x HNSW_EF)")
+    parser.add_argument("--threshold-kb", type=int, default=0,
+                        help="INDEX['INDEXING_THRESHOLD_KB'] (0: the default); a small one puts a small index's "
+                             "filters in a large one's regime (the filter searched through the graph)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     result = run_child(args)

@@ -33,6 +33,10 @@ class IndexSettings:
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 128
+    #: candidates while searching with a payload filter that selects (match, match_any, ranges,
+    #: ids): the walk also visits points the filter rejects, so it needs a longer list to find
+    #: ``limit`` that pass; 0: 4 × ``hnsw_ef`` (docs/benchmarks.md, "Filtered searches")
+    hnsw_ef_filtered: int = 0
     #: ACORN for filtered searches: with a filter that leaves few points, the HNSW search also
     #: walks neighbours' neighbours, so it still finds the filtered points (slower per query)
     acorn: bool = False
@@ -47,6 +51,12 @@ class IndexSettings:
     #: modality, and the fused one) that make the index re-optimise in the background, in a child process, while it
     #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
     optimize_after: int = 20_000
+
+    def search_ef(self, *, filtered: bool) -> int:
+        """``hnsw_ef`` for a search, with or without a selecting payload filter."""
+        if not filtered:
+            return self.hnsw_ef
+        return self.hnsw_ef_filtered or 4 * self.hnsw_ef
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def test_quick_bench_writes_json_and_charts(flipkart: Path, tmp_path: Path):
     assert scale["build_seconds"] >= scale["optimize_seconds"] > 0 and scale["disk_mb"] > 0
     assert 0.0 <= scale["recall@10"]["no_filter"] <= 1.0 and scale["five_round_trips"]["no_filter"]["n"] == 20
     assert scale["points"] == 2000 and scale["indexed_vectors"] > 0  # the generation went live optimised
+    assert 0.0 < scale["recall@10"]["filtered_wide"] <= 1.0 and scale["hnsw_ef_filtered"] == 4 * scale["hnsw_ef"]
     assert results["page"]["cold_cache"]["n"] == 5
     assert results["freshness"]["embedded"]["n"] == 3
     assert {p.name for p in tmp_path.glob("*.png")} == {"encode_throughput.png", "latency_by_size.png"}
@@ -98,3 +99,34 @@ def test_merchandising_bench_reports_every_phase(flipkart: Path, tmp_path: Path)
     assert merch["pins_in_list"]["widget_cache_miss"]["work"]["on"]["queries"] == \
         merch["pins_in_list"]["widget_cache_miss"]["work"]["off"]["queries"] + 1
     assert "widget render, cache miss" in run.stdout
+
+
+def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
+    """``bench.scale --keep`` builds a small index (a tiny threshold puts its filters in the
+    graph), then ``bench.scale_filtered_ef`` measures both ``HNSW_EF_FILTERED`` values on it."""
+    import numpy as np
+
+    root = Path(settings.BASE_DIR)
+    rng = np.random.default_rng(0)
+    centres = tmp_path / "centres.npz"
+    np.savez(centres, image=rng.normal(size=(120, 1280)).astype(np.float32),
+             text=rng.normal(size=(120, 384)).astype(np.float32))
+    build = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--size", "1500", "--centres", str(centres), "--queries", "5",
+         "--threshold-kb", "100", "--workdir", str(tmp_path), "--json", str(tmp_path / "build.json"), "--keep"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    built = json.loads((tmp_path / "build.json").read_text())
+    assert built["indexing_threshold_kb"] == 100 and built["points"] == 1500
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.scale_filtered_ef", "--reuse", str(tmp_path / "scale-edge-1500-f32"),
+         "--size", "1500", "--centres", str(centres), "--queries", "6", "--json", str(tmp_path / "ef.json")],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "ef.json").read_text())
+    for name in ("filtered", "filtered_wide"):
+        assert set(report[name]) == {"128", "512", "paired_p50_ratio_512_over_128"}
+        assert report[name]["128"]["n"] == report[name]["512"]["n"] == 6
+        assert 0.0 < report[name]["512"]["recall@10"] <= 1.0

@@ -4,12 +4,13 @@ code path (its local mode, on disk and in memory)."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from similarity.exceptions import IndexUnavailable
-from similarity.index.base import PointData, SearchFilter
+from similarity.index.base import FusedQuery, PointData, SearchFilter
 from similarity.index.edge import QdrantEdgeIndex
 from similarity.index.qdrant import QdrantServerIndex
 
@@ -194,6 +195,43 @@ def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(ba
     idx.close()
 
 
+def test_a_selecting_filter_searches_with_the_filtered_ef(tmp_path):
+    """``hnsw_ef_filtered`` (default 4 × ``hnsw_ef``) goes to the engine for a search whose filter
+    keeps only some points; exclusions alone (the query's own id, merchandising blocks) keep
+    ``hnsw_ef``."""
+    from similarity.conf import IndexSettings
+
+    assert IndexSettings(hnsw_ef=100).search_ef(filtered=True) == 400
+    assert IndexSettings(hnsw_ef=100, hnsw_ef_filtered=250).search_ef(filtered=True) == 250
+    assert IndexSettings(hnsw_ef=100).search_ef(filtered=False) == 100
+    assert SearchFilter(match={"category_ids": 1}).selects and SearchFilter(ids=frozenset()).selects
+    assert not SearchFilter(exclude_ids=frozenset({pid(1)}), exclude_any={"group": ["g"]}).selects
+
+    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="ef", tuning=IndexSettings(hnsw_ef=32))
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(n) for n in range(1, 31)])
+    asked: list[int] = []
+    real = idx.search_params
+
+    def spy(*, filtered: bool = False):
+        params = real(filtered=filtered)
+        asked.append(params.hnsw_ef)
+        return params
+
+    idx.search_params = spy  # type: ignore[method-assign]
+    request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=20, limit=5)
+    idx.query_fused(request)
+    idx.query_fused(replace(request, filter=SearchFilter(exclude_ids=frozenset({pid(3)}))))
+    hits = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))
+    idx.query("text", vec(3, 4), limit=5, filter=SearchFilter(match={"category_ids": 11}))
+    assert asked == [32, 32, 128, 128]
+    assert hits and all(11 in h.payload["category_ids"] for h in hits)
+    idx.close()
+    server = QdrantServerIndex(url=":memory:", collection="ef", tuning=IndexSettings(hnsw_ef=32))
+    assert server._search_params(filtered=True).hnsw_ef == 128
+    assert server._search_params().hnsw_ef == 32
+
+
 # -- the one-request fused query (find_similar's vector side) ---------------------------------
 WEIGHTS = {"image": 0.3, "text": 0.7}
 
@@ -211,7 +249,6 @@ def exact_fused(points: list[PointData], query: PointData, weights=WEIGHTS) -> d
 
 
 def test_query_fused_equals_exact_fusion_with_exact_scores(index):
-    from similarity.index.base import FusedQuery
 
     points = [point(n, image=n % 4 != 0) for n in range(1, 61)]
     index.upsert(points)
@@ -233,7 +270,6 @@ def test_query_fused_equals_exact_fusion_with_exact_scores(index):
 def test_query_fused_scores_candidates_found_through_one_modality_exactly(index):
     """fetch smaller than the catalog: a candidate found only by its text still gets its exact
     image cosine (the rescoring stage), so the fused order equals brute force on the candidates."""
-    from similarity.index.base import FusedQuery
 
     points = [point(n) for n in range(1, 81)]
     index.upsert(points)
@@ -250,7 +286,6 @@ def test_query_fused_scores_candidates_found_through_one_modality_exactly(index)
 def test_query_fused_scores_of_an_exact_copy_with_and_without_an_image(index):
     """A duplicate listing (same photo, same title: both cosines 1.0) keeps its image score; a
     point without an image has none: told apart by the payload's list of vectors."""
-    from similarity.index.base import FusedQuery
 
     original = point(1, model_versions={"image": "v", "text": "v"})
     copy = PointData(pid(2), dict(original.vectors), {**original.payload, "pk": 2, "group": 2})
@@ -266,7 +301,6 @@ def test_query_fused_scores_of_an_exact_copy_with_and_without_an_image(index):
 
 
 def test_query_fused_filters_payload_fields_and_one_per_group(index):
-    from similarity.index.base import FusedQuery
 
     # 30 variants of one product (group 7) close to the query, then 20 other products
     base = point(7)
@@ -290,7 +324,6 @@ def test_query_fused_filters_payload_fields_and_one_per_group(index):
 
 
 def test_query_fused_without_active_weights_is_empty(index):
-    from similarity.index.base import FusedQuery
 
     index.upsert([point(1), point(2)])
     assert index.query_fused(FusedQuery(vectors=point(1).vectors, weights={"image": 0, "text": 0},
@@ -366,7 +399,6 @@ def test_query_fused_ranks_points_missing_different_parts_each_on_its_own_scale(
     """Points without text and points without an image are searched apart: under weights 0.3/0.7
     an image-only point (fused score 0.95, dot product with the weighted query 0.3 × 0.95 = 0.285)
     is not pushed out by twenty text-only ones (fused 0.5, dot product 0.7 × 0.5 = 0.35)."""
-    from similarity.index.base import FusedQuery
 
     query = {"image": [1.0] + [0.0] * 7, "text": [1.0, 0.0, 0.0, 0.0]}
     image_only = PointData(pid(99), {"image": [0.95, float(np.sqrt(1 - 0.95**2))] + [0.0] * 6},

@@ -73,6 +73,12 @@ class SearchFilter:
             or self.ids is not None
         )
 
+    @property
+    def selects(self) -> bool:
+        """Whether a condition keeps only some points (``match``, ``match_any``, ``ranges``,
+        ``ids``); exclusions leave most points in, so they do not count."""
+        return bool(self.match or self.match_any or self.ranges or self.ids is not None)
+
     def without_groups(self, group_field: str, groups: Iterable[Any]) -> SearchFilter:
         """This filter, also leaving out every point whose ``group_field`` is one of ``groups``."""
         exclude_any = dict(self.exclude_any)

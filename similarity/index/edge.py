@@ -300,19 +300,20 @@ class QdrantEdgeIndex:
             query=Query.Nearest(list(vector), using=using),
             with_payload=True,
             filter=to_edge_filter(filter) if filter else None,
-            params=self.search_params(),
+            params=self.search_params(filtered=bool(filter and filter.selects)),
         )
         with self._lock:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
-    def search_params(self) -> Any:
-        """HNSW search settings (``INDEX`` settings): ``hnsw_ef``, int8 rescoring, ACORN."""
+    def search_params(self, *, filtered: bool = False) -> Any:
+        """HNSW search settings (``INDEX`` settings): ``hnsw_ef`` (``hnsw_ef_filtered`` with a
+        selecting payload filter), int8 rescoring, ACORN."""
         from qdrant_edge import AcornSearchParams, QuantizationSearchParams, SearchParams
 
         tuning = self.tuning
         return SearchParams(
-            hnsw_ef=tuning.hnsw_ef,
+            hnsw_ef=tuning.search_ef(filtered=filtered),
             quantization=QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=AcornSearchParams(enable=True) if tuning.acorn else None,
         )

@@ -143,7 +143,7 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     taken (rare: a catalog of many-variant products)."""
     if not any(w > 0 for w in request.weights.values()):
         return []
-    params = index.search_params()
+    params = index.search_params(filtered=bool(request.filter and request.filter.selects))
     group = request.group_by
     rows = request.limit * 4 if group else request.limit
     query = fused_query_vector(request) if index.has_vector(FUSED) else None

@@ -236,7 +236,7 @@ class QdrantServerIndex:
             lambda: self.client.query_points(
                 self.name, query=list(vector), using=using, limit=limit,
                 query_filter=to_client_filter(filter) if filter else None, with_payload=True,
-                search_params=self._search_params(),
+                search_params=self._search_params(filtered=bool(filter and filter.selects)),
             ),
         )
         return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in response.points]
@@ -246,12 +246,12 @@ class QdrantServerIndex:
         if not any(w > 0 for w in request.weights.values()):
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
+        params = self._search_params(filtered=bool(request.filter and request.filter.selects))
         arguments = (
-            fused_vector_arguments(request, query, search_filter=request.filter, params=self._search_params(),
+            fused_vector_arguments(request, query, search_filter=request.filter, params=params,
                                    to_filter=to_client_filter)
             if query is not None else
-            fused_arguments(request, search_filter=request.filter, params=self._search_params(),
-                            to_filter=to_client_filter)
+            fused_arguments(request, search_filter=request.filter, params=params, to_filter=to_client_filter)
         )
         if request.group_by:
             group_by = request.group_by
@@ -282,12 +282,12 @@ class QdrantServerIndex:
             if offset is None or not records:
                 return
 
-    def _search_params(self) -> Any:
+    def _search_params(self, *, filtered: bool = False) -> Any:
         from qdrant_client import models
 
         tuning = self.tuning
         return models.SearchParams(
-            hnsw_ef=tuning.hnsw_ef,
+            hnsw_ef=tuning.search_ef(filtered=filtered),
             quantization=models.QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=models.AcornSearchParams(enable=True) if tuning.acorn else None,
         )
