@@ -330,6 +330,32 @@ def test_query_fused_without_active_weights_is_empty(index):
                                         fetch=10, limit=5)) == []
 
 
+def test_server_writer_that_read_an_old_collection_writes_the_fused_vector_after_the_switch(monkeypatch):
+    """The upgrade window on the server: a writer read the alias's collection before the fused
+    vector existed (cached for a minute); a rebuild then switched the alias to a generation with
+    it. The writer's next upsert lands through the alias with its fused vector and flag."""
+    from similarity.index import qdrant
+    from similarity.index.base import FUSED, PARTIAL
+
+    with monkeypatch.context() as old_code:
+        old_code.setattr(qdrant, "with_fused", dict)
+        writer = QdrantServerIndex(url=":memory:", collection="products")
+        writer.ensure(DIMS, SCHEMA)
+    assert not writer.has_vector(FUSED)  # cached: the old collection
+    admin = QdrantServerIndex(url=":memory:", collection="products", client=writer.client)
+    target = admin.start_rebuild(DIMS, SCHEMA)
+    admin.finish_rebuild(target)
+    writer.upsert([point(1), point(2, image=False)])
+    stored = {str(r.id): r for r in writer.client.retrieve("products", ids=[pid(1), pid(2)],
+                                                            with_vectors=[FUSED], with_payload=True)}
+    assert set(stored) == {pid(1), pid(2)}
+    assert all(FUSED in (r.vector or {}) for r in stored.values()), "written with the fused vector"
+    assert PARTIAL not in (stored[pid(1)].payload or {}) and stored[pid(2)].payload[PARTIAL] == 1
+    reader = QdrantServerIndex(url=":memory:", collection="products", client=writer.client)
+    hits = reader.query_fused(FusedQuery(vectors=point(1).vectors, weights=WEIGHTS, fetch=10, limit=2))
+    assert {h.id for h in hits} == {pid(1), pid(2)}
+
+
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
 def test_query_fused_on_a_collection_without_the_fused_vector(backend, tmp_path, monkeypatch):
     """A collection created before the fused vector existed (until its next rebuild) answers with

@@ -173,10 +173,21 @@ class QdrantServerIndex:
 
         if not points:
             return
+        def write(sizes: dict[str, int]) -> None:
+            structs = [models.PointStruct(id=p.id, vector=vectors, payload=payload)
+                       for p in points for vectors, payload in [stored_point(p.vectors, p.payload, sizes)]]
+            self._call("upsert points", lambda: self.client.upsert(self.name, points=structs, wait=True))
+
         sizes = self._vector_sizes()
-        structs = [models.PointStruct(id=p.id, vector=vectors, payload=payload)
-                   for p in points for vectors, payload in [stored_point(p.vectors, p.payload, sizes)]]
-        self._call("upsert points", lambda: self.client.upsert(self.name, points=structs, wait=True))
+        write(sizes)
+        if FUSED not in sizes and self._target is None:
+            # An old collection, until its first rebuild with the fused vector: the alias may have
+            # moved to that rebuild while this wrote through it, and a point written without its
+            # fused vector would never be found. Look again (the upgrade window only) and rewrite.
+            self._sizes.pop(self.alias, None)
+            fresh = self._vector_sizes()
+            if FUSED in fresh:
+                write(fresh)
 
     def _vector_sizes(self) -> dict[str, int]:
         """The named vectors of the collection this object addresses. Cached per alias (or
