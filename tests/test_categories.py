@@ -85,6 +85,28 @@ def test_the_classifier_learns_each_level_and_needs_enough_labels() -> None:
     assert CategoryClassifier.fit(batches, min_labelled=61) is None
 
 
+def test_the_error_breakdown_says_where_the_level_2_misses_are() -> None:
+    from similarity.evaluation.catalog import EvalCatalog
+    from similarity.evaluation.categories import error_breakdown
+
+    paths = [["A", "B"], ["A", "B"], ["A", "C"], ["D", "E"], ["D", "F"], ["A", "B"]]
+    catalog = EvalCatalog(pks=list(range(6)), skus=[str(i) for i in range(6)], titles=[""] * 6, texts=[""] * 6,
+                          categories=paths, groups=np.arange(6), vectors={}, present={})
+    hidden = np.array([2, 3, 4, 5])
+    known = [p if i not in hidden else [] for i, p in enumerate(paths)]  # A > B twice; nothing else
+    suggestions = [
+        vote([(["A", "B"], 0.9)]),  # truth A > C (no labelled product): level 1 right
+        vote([(["A", "B"], 0.9)]),  # truth D > E: level 1 wrong as well
+        None,                       # truth D > F: nothing suggested
+        vote([(["A", "B"], 0.9)]),  # right
+    ]
+    errors = error_breakdown(catalog, hidden, suggestions, known)
+    assert errors["misses"] == 3 and errors["level above right"] == 1
+    assert errors["labelled products in the true category"] == {"0": 3, "1-4": 0, "5-19": 0, "20+": 0}
+    assert errors["confusions"][0] == ["A > C", "A > B", 1]
+    assert ["D > F", "", 1] in errors["confusions"]
+
+
 @pytest.fixture(autouse=True)
 def no_cached_classifier() -> Iterator[None]:
     categories.forget_classifiers()
@@ -182,6 +204,12 @@ def test_evaluate_categories_beats_the_most_frequent_baseline(
     assert top["accuracy@1"] > top["baseline accuracy@1"]
     assert top["accuracy@3"] >= top["accuracy@1"]
     assert json.loads(report.read_text())["classifier"]["trained on"] == 0  # 12 labelled: the vote alone
+    # where the misses are: counted over the same hidden products, and printed
+    errors = json.loads(report.read_text())["errors"]
+    assert errors["level"] == 2 and errors["misses"] == round(3 * (1 - levels["level 2"]["accuracy@1"]))
+    assert sum(errors["labelled products in the true category"].values()) == errors["misses"]
+    assert levels["level 2"]["unseen"] == errors["labelled products in the true category"]["0"]  # all missed
+    assert f"Level 2: {errors['misses']} misses" in text
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ category (as :func:`~similarity.categories.suggest_category` does for a product 
 A hidden product's category is not used anywhere: it does not vote for others, the classifier
 never learns it, and the spec's text must not contain it (a spec with ``text_includes_taxonomy``
 is refused). Accuracy@1 and @3 per level are compared with the "most frequent category"
-baseline, counted over the products that keep their category.
+baseline, counted over the products that keep their category. Per level, ``unseen`` counts the
+hidden products whose true category no product that kept its category has (no suggestion from
+the shop's own labels can name it), and :func:`error_breakdown` says where the misses are.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..categories import (
     CLASSIFIER_TEMPERATURE,
     CLASSIFIER_WEIGHT,
     NEIGHBOURS,
+    SEPARATOR,
     CategoryClassifier,
     feature_matrix,
     vote,
@@ -31,6 +34,8 @@ from .ranking import BLOCK, Ranker, top_k
 
 #: confidences at which the report gives coverage and accuracy (for an "apply above" setting)
 CONFIDENCE_STEPS = (0.5, 0.7, 0.9)
+#: the error breakdown's buckets: how many labelled products the true category has (lower bounds)
+SIZE_BUCKETS = (0, 1, 5, 20)
 
 
 def hidden_positions(catalog: EvalCatalog, share: float, seed: int) -> np.ndarray:
@@ -89,7 +94,8 @@ def evaluate_categories(
         counted = [i for i, t in enumerate(truth) if len(t) == level]
         if not counted:
             continue
-        frequent = [p for p, _ in Counter(tuple(c[:level]) for c in known if len(c) >= level).most_common(3)]
+        labelled = Counter(tuple(c[:level]) for c in known if len(c) >= level)
+        frequent = [p for p, _ in labelled.most_common(3)]
         acc1 = acc3 = base1 = base3 = 0
         for i in counted:
             suggestion = suggestions[i]
@@ -103,11 +109,40 @@ def evaluate_categories(
         levels[f"level {level}"] = {
             "accuracy@1": acc1 / n, "accuracy@3": acc3 / n,
             "baseline accuracy@1": base1 / n, "baseline accuracy@3": base3 / n, "products": float(n),
+            "unseen": float(sum(1 for i in counted if truth[i] not in labelled)),
         }
     return {"levels": levels, "confidence": _by_confidence(catalog, hidden, suggestions),
+            "errors": error_breakdown(catalog, hidden, suggestions, known, level=min(2, depth)),
             "hidden": int(len(hidden)), "neighbours": neighbours,
             "classifier": {"weight": classifier_weight, "temperature": classifier_temperature,
                            "trained on": classifier.trained_on if classifier is not None else 0}}
+
+
+def error_breakdown(catalog: EvalCatalog, hidden: np.ndarray, suggestions: list[Any], known: list[list[str]],
+                    *, level: int = 2, confusions: int = 10) -> dict[str, Any]:
+    """Where the misses at ``level`` are: how many had the level above right, how many labelled
+    products their true category has (:data:`SIZE_BUCKETS`), and the most frequent
+    (true, suggested) pairs."""
+    labelled = Counter(tuple(c[:level]) for c in known if len(c) >= level)
+    misses: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    for q, suggestion in zip(hidden.tolist(), suggestions, strict=True):
+        truth = tuple(catalog.categories[q][:level])
+        if len(truth) < level:
+            continue
+        ranked = suggestion.levels[level - 1] if suggestion is not None and len(suggestion.levels) >= level else []
+        if not ranked or ranked[0][0] != truth:
+            misses.append((truth, ranked[0][0] if ranked else ()))
+    buckets = {}
+    for low, high in zip(SIZE_BUCKETS, [*SIZE_BUCKETS[1:], None], strict=True):
+        name = f"{low}+" if high is None else (f"{low}" if high == low + 1 else f"{low}-{high - 1}")
+        buckets[name] = sum(1 for t, _ in misses if labelled[t] >= low and (high is None or labelled[t] < high))
+    pairs = Counter((SEPARATOR.join(t), SEPARATOR.join(p)) for t, p in misses)
+    return {
+        "level": level, "misses": len(misses),
+        "level above right": sum(1 for t, p in misses if p and p[:-1] == t[:-1]) if level > 1 else 0,
+        "labelled products in the true category": buckets,
+        "confusions": [[t, p, n] for (t, p), n in pairs.most_common(confusions)],
+    }
 
 
 def _by_confidence(catalog: EvalCatalog, hidden: np.ndarray, suggestions: list[Any]) -> dict[str, dict[str, float]]:

@@ -27,11 +27,18 @@ def run_task(command: Any, options: dict[str, Any]) -> dict[str, Any]:
         write(f"Classifier: learned from {classifier['trained on']} products that kept their category, "
               f"blend weight {classifier['weight']}" if classifier["trained on"] else
               "Classifier: none (too few labelled products, or weight 0): the vote alone.")
-        columns = ["accuracy@1", "accuracy@3", "baseline accuracy@1", "baseline accuracy@3", "products"]
+        columns = ["accuracy@1", "accuracy@3", "baseline accuracy@1", "baseline accuracy@3", "products", "unseen"]
         write(f"{'level':<9}" + "".join(f"{c:>21}" for c in columns))
         for level, values in report["levels"].items():
             write(f"{level:<9}" + "".join(
-                f"{values[c]:>21.0f}" if c == "products" else f"{values[c]:>21.4f}" for c in columns))
+                f"{values[c]:>21.0f}" if c in ("products", "unseen") else f"{values[c]:>21.4f}" for c in columns))
+        write("unseen: hidden products whose true category no product that kept its category has.")
+        errors = report["errors"]
+        write(f"Level {errors['level']}: {errors['misses']} misses, {errors['level above right']} of them with the "
+              f"level above right; by labelled products in the true category: "
+              + ", ".join(f"{n} in {bucket}" for bucket, n in errors["labelled products in the true category"].items()))
+        for truth, suggested, n in errors["confusions"][:5]:
+            write(f"  {n} x {truth}  ->  {suggested or '(nothing)'}")
         write("Whole suggested path, by confidence:")
         for step, values in report["confidence"].items():
             write(f"  confidence {step}: coverage {values['coverage']:.3f}, accuracy {values['accuracy']:.4f}")
