@@ -37,6 +37,12 @@ class IndexSettings:
     #: ids): the walk also visits points the filter rejects, so it needs a longer list to find
     #: ``limit`` that pass; 0: 4 × ``hnsw_ef`` (docs/benchmarks.md, "Filtered searches")
     hnsw_ef_filtered: int = 0
+    #: a search whose filter leaves at most this much vector data (KB of float32 of the vector
+    #: searched: 6.6 KB per point for the fused vector, so about 4,600 points), estimated from
+    #: the payload indexes before the search, scores every point that passes (exact, recall 1)
+    #: instead of walking the graph; there the two cost about the same (docs/benchmarks.md,
+    #: "Filtered searches"). 0: always walk the graph (Qdrant's own full-scan threshold still applies)
+    exact_filter_kb: int = 30_000
     #: ACORN for filtered searches: with a filter that leaves few points, the HNSW search also
     #: walks neighbours' neighbours, so it still finds the filtered points (slower per query)
     acorn: bool = False
@@ -51,6 +57,10 @@ class IndexSettings:
     #: modality, and the fused one) that make the index re-optimise in the background, in a child process, while it
     #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
     optimize_after: int = 20_000
+
+    def exact_for(self, points: int, dims: int) -> bool:
+        """Whether a filtered search that leaves ``points`` of ``dims`` floats is run exact."""
+        return self.exact_filter_kb > 0 and points * dims * 4 <= self.exact_filter_kb * 1024
 
     def search_ef(self, *, filtered: bool) -> int:
         """``hnsw_ef`` for a search, with or without a selecting payload filter."""

@@ -103,7 +103,8 @@ def test_merchandising_bench_reports_every_phase(flipkart: Path, tmp_path: Path)
 
 def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
     """``bench.scale --keep`` builds a small index (a tiny threshold puts its filters in the
-    graph), then ``bench.scale_filtered_ef`` measures both ``HNSW_EF_FILTERED`` values on it."""
+    graph), then ``bench.scale_filtered_ef`` measures the graph at two ``HNSW_EF_FILTERED`` values
+    and the default (exact for a small filter) on it."""
     import numpy as np
 
     root = Path(settings.BASE_DIR)
@@ -127,6 +128,7 @@ def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "ef.json").read_text())
     for name in ("filtered", "filtered_wide"):
-        assert set(report[name]) == {"128", "512", "paired_p50_ratio_512_over_128"}
-        assert report[name]["128"]["n"] == report[name]["512"]["n"] == 6
-        assert 0.0 < report[name]["512"]["recall@10"] <= 1.0
+        assert set(report[name]) == {"graph_ef128", "graph_ef512", "default"}
+        assert report[name]["graph_ef128"]["n"] == report[name]["default"]["n"] == 6
+        assert 0.0 < report[name]["graph_ef512"]["recall@10"] <= 1.0 and report[name]["default"]["paired_p50_ratio"] > 0
+    assert report["filtered"]["default"]["recall@10"] == 1.0  # a few hundred points: exact

@@ -195,41 +195,51 @@ def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(ba
     idx.close()
 
 
-def test_a_selecting_filter_searches_with_the_filtered_ef(tmp_path):
-    """``hnsw_ef_filtered`` (default 4 × ``hnsw_ef``) goes to the engine for a search whose filter
-    keeps only some points; exclusions alone (the query's own id, merchandising blocks) keep
-    ``hnsw_ef``."""
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_the_filtered_ef(backend, tmp_path):
+    """A filter that keeps only some points: when the payload indexes estimate that they hold at
+    most ``EXACT_FILTER_KB`` of the searched vector, every one is scored (exact); otherwise the
+    graph is walked with ``hnsw_ef_filtered`` (default 4 × ``hnsw_ef``). Exclusions alone (the
+    query's own id, merchandising blocks) keep ``hnsw_ef``."""
     from similarity.conf import IndexSettings
 
     assert IndexSettings(hnsw_ef=100).search_ef(filtered=True) == 400
     assert IndexSettings(hnsw_ef=100, hnsw_ef_filtered=250).search_ef(filtered=True) == 250
     assert IndexSettings(hnsw_ef=100).search_ef(filtered=False) == 100
+    assert IndexSettings(exact_filter_kb=1).exact_for(64, 4) and not IndexSettings(exact_filter_kb=1).exact_for(65, 4)
+    assert not IndexSettings(exact_filter_kb=0).exact_for(1, 4)
     assert SearchFilter(match={"category_ids": 1}).selects and SearchFilter(ids=frozenset()).selects
     assert not SearchFilter(exclude_ids=frozenset({pid(1)}), exclude_any={"group": ["g"]}).selects
 
-    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="ef", tuning=IndexSettings(hnsw_ef=32))
+    # fused vector: 12 floats = 48 bytes a point; 1 KB holds 21 of them
+    tuning = IndexSettings(hnsw_ef=32, exact_filter_kb=1)
+    if backend == "edge":
+        idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="ef", tuning=tuning)
+    else:
+        idx = QdrantServerIndex(url=":memory:", collection="ef", tuning=tuning)
     idx.ensure(DIMS, SCHEMA)
     idx.upsert([point(n) for n in range(1, 31)])
-    asked: list[int] = []
-    real = idx.search_params
+    asked: list[tuple[bool, int]] = []
+    name = "search_params" if backend == "edge" else "_search_params"
+    real = getattr(idx, name)
 
-    def spy(*, filtered: bool = False):
-        params = real(filtered=filtered)
-        asked.append(params.hnsw_ef)
+    def spy(*, filtered: bool = False, exact: bool = False):
+        params = real(filtered=filtered, exact=exact)
+        asked.append((bool(params.exact), params.hnsw_ef))
         return params
 
-    idx.search_params = spy  # type: ignore[method-assign]
+    setattr(idx, name, spy)
     request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=20, limit=5)
     idx.query_fused(request)
     idx.query_fused(replace(request, filter=SearchFilter(exclude_ids=frozenset({pid(3)}))))
-    hits = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))
-    idx.query("text", vec(3, 4), limit=5, filter=SearchFilter(match={"category_ids": 11}))
-    assert asked == [32, 32, 128, 128]
-    assert hits and all(11 in h.payload["category_ids"] for h in hits)
+    few = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))  # 10 points
+    many = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 1})))  # all 30
+    idx.query("text", vec(3, 4), limit=5, filter=SearchFilter(match={"category_ids": 11}))  # 4 floats: exact
+    idx.tuning = replace(tuning, exact_filter_kb=0)
+    idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))
+    assert asked == [(False, 32), (False, 32), (True, 128), (False, 128), (True, 128), (False, 128)]
+    assert few and all(11 in h.payload["category_ids"] for h in few) and len(many) == 5
     idx.close()
-    server = QdrantServerIndex(url=":memory:", collection="ef", tuning=IndexSettings(hnsw_ef=32))
-    assert server._search_params(filtered=True).hnsw_ef == 128
-    assert server._search_params().hnsw_ef == 32
 
 
 # -- the one-request fused query (find_similar's vector side) ---------------------------------
@@ -265,6 +275,27 @@ def test_query_fused_equals_exact_fusion_with_exact_scores(index):
         for m, score in hit.scores.items():
             assert score == pytest.approx(float(np.dot(query.vectors[m], stored.vectors[m])), abs=1e-5)
     assert any("image" not in h.scores for h in hits) or all(n % 4 for n in range(1, 11))
+
+
+def test_a_small_filter_on_an_optimised_int8_index_is_answered_exactly(tmp_path):
+    """Edge with HNSW graphs and int8 (tiny indexing threshold): a filter that leaves few points
+    is searched exact, so its hits are brute force's (in order), with or without an image."""
+    from similarity.conf import IndexSettings
+
+    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="exact",
+                          tuning=IndexSettings(indexing_threshold_kb=1, quantization="int8", optimize_after=0))
+    idx.ensure(DIMS, SCHEMA)
+    points = [point(n, image=n % 7 != 0, category_ids=[1, 20 + n % 40]) for n in range(1, 801)]
+    idx.upsert(points)
+    assert idx.optimize() and idx.indexed_vectors() > 0
+    for n in (5, 123, 640):
+        query = points[n]
+        flt = SearchFilter(match={"category_ids": 20 + n % 40}, exclude_ids=frozenset({query.id}))
+        hits = idx.query_fused(FusedQuery(vectors=query.vectors, weights=WEIGHTS, fetch=50, limit=10, filter=flt))
+        passing = [p for p in points if 20 + n % 40 in p.payload["category_ids"] and p.id != query.id]
+        exact = exact_fused(passing, query)
+        assert [h.id for h in hits] == sorted(exact, key=exact.get, reverse=True)[:10]
+    idx.close()
 
 
 def test_query_fused_scores_candidates_found_through_one_modality_exactly(index):

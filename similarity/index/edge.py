@@ -300,19 +300,37 @@ class QdrantEdgeIndex:
             query=Query.Nearest(list(vector), using=using),
             with_payload=True,
             filter=to_edge_filter(filter) if filter else None,
-            params=self.search_params(filtered=bool(filter and filter.selects)),
+            params=self.params_for(filter, [using]),
         )
         with self._lock:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
-    def search_params(self, *, filtered: bool = False) -> Any:
+    def params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
+        """The search settings for a search of ``vectors`` under ``search_filter``: exact when
+        the filter selects few enough points (``EXACT_FILTER_KB``, estimated from the payload
+        indexes: one cheap count), else the graph with ``HNSW_EF_FILTERED``."""
+        from qdrant_edge import CountRequest
+
+        if search_filter is None or not search_filter.selects:
+            return self.search_params()
+        if self.tuning.exact_filter_kb > 0:
+            with self._lock:
+                shard = self._get()
+                dims = max(self._vectors.get(name, 0) for name in vectors)
+                points = int(shard.count(CountRequest(exact=False, filter=to_edge_filter(search_filter))))
+            if self.tuning.exact_for(points, dims):
+                return self.search_params(filtered=True, exact=True)
+        return self.search_params(filtered=True)
+
+    def search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:
         """HNSW search settings (``INDEX`` settings): ``hnsw_ef`` (``hnsw_ef_filtered`` with a
-        selecting payload filter), int8 rescoring, ACORN."""
+        selecting payload filter), int8 rescoring, ACORN; ``exact``: every passing point scored."""
         from qdrant_edge import AcornSearchParams, QuantizationSearchParams, SearchParams
 
         tuning = self.tuning
         return SearchParams(
+            exact=exact,
             hnsw_ef=tuning.search_ef(filtered=filtered),
             quantization=QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=AcornSearchParams(enable=True) if tuning.acorn else None,

@@ -143,10 +143,11 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     taken (rare: a catalog of many-variant products)."""
     if not any(w > 0 for w in request.weights.values()):
         return []
-    params = index.search_params(filtered=bool(request.filter and request.filter.selects))
     group = request.group_by
     rows = request.limit * 4 if group else request.limit
     query = fused_query_vector(request) if index.has_vector(FUSED) else None
+    params = index.params_for(request.filter, [FUSED] if query is not None else
+                              [name for name, _v, _w in active_vectors(request)])
     picked: list[FusedHit] = []
     search_filter = request.filter
     for _attempt in range(4):

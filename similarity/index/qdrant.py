@@ -25,6 +25,7 @@ from .base import (
     Hit,
     PointData,
     SearchFilter,
+    active_vectors,
     fused_query_vector,
     hit_scores,
     public_payload,
@@ -247,7 +248,7 @@ class QdrantServerIndex:
             lambda: self.client.query_points(
                 self.name, query=list(vector), using=using, limit=limit,
                 query_filter=to_client_filter(filter) if filter else None, with_payload=True,
-                search_params=self._search_params(filtered=bool(filter and filter.selects)),
+                search_params=self._params_for(filter, [using]),
             ),
         )
         return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in response.points]
@@ -257,7 +258,8 @@ class QdrantServerIndex:
         if not any(w > 0 for w in request.weights.values()):
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
-        params = self._search_params(filtered=bool(request.filter and request.filter.selects))
+        params = self._params_for(request.filter, [FUSED] if query is not None else
+                                  [name for name, _v, _w in active_vectors(request)])
         arguments = (
             fused_vector_arguments(request, query, search_filter=request.filter, params=params,
                                    to_filter=to_client_filter)
@@ -293,11 +295,26 @@ class QdrantServerIndex:
             if offset is None or not records:
                 return
 
-    def _search_params(self, *, filtered: bool = False) -> Any:
+    def _params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
+        """As :meth:`QdrantEdgeIndex.params_for`: exact for a filter that selects few enough
+        points (an estimated count, one cheap request), else the graph with ``HNSW_EF_FILTERED``."""
+        if search_filter is None or not search_filter.selects:
+            return self._search_params()
+        if self.tuning.exact_filter_kb > 0:
+            sizes = self._vector_sizes()
+            dims = max(sizes.get(name, 0) for name in vectors)
+            points = self._call("count points", lambda: self.client.count(
+                self.name, count_filter=to_client_filter(search_filter), exact=False)).count
+            if self.tuning.exact_for(int(points), dims):
+                return self._search_params(filtered=True, exact=True)
+        return self._search_params(filtered=True)
+
+    def _search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:
         from qdrant_client import models
 
         tuning = self.tuning
         return models.SearchParams(
+            exact=exact,
             hnsw_ef=tuning.search_ef(filtered=filtered),
             quantization=models.QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=models.AcornSearchParams(enable=True) if tuning.acorn else None,
