@@ -7,11 +7,14 @@ and Redis (``BENCH_REDIS_URL``, default redis://127.0.0.1:6379/13; keys under a 
 the run, removed afterwards, nothing else touched). p50 and p95 in ms:
 
 - the view hook, per ``SESSION_ENGINE`` (``db``, ``cached_db``, ``cache`` on local memory and on
-  Redis, ``signed_cookies``): a product page through Django's ``SessionMiddleware`` with the hook
-  against the same page without it, request by request (the added cost is the paired
-  difference: loading the session, the hook, and the session save it causes); a page of a new
-  product (the recent views change: a save) and a reload (nothing changes: no save), with a
-  naive hook that writes the session on every page as the baseline;
+  Redis, ``signed_cookies``) and per place of the views (``SIMILARITY["VIEWS_CACHE"]`` on Redis,
+  on local memory, or ``""``: in the session, as before the cache): a product page through
+  Django's ``SessionMiddleware`` with the hook against the same page without it, request by
+  request (the added cost is the paired difference: what the hook reads and writes, and any
+  session load and save it causes); a new visitor's first view (the session is created: one
+  save, unavoidable), a page of a new product (the recent views change), and a reload (nothing
+  changes), with a naive hook that writes the session on every page as the baseline
+  (``BENCH_VIEW_HOOK="db, views in Redis;..."`` runs only those setups);
 - the beacon, per hit: one UPDATE per hit (the naive baseline, and what a per-process cache
   gets) against the counter in the cache (local memory, Redis), and what a flush costs.
 
@@ -19,7 +22,8 @@ the run, removed afterwards, nothing else touched). p50 and p95 in ms:
 the configured database (``VAR_DIR``) after ``import_catalog``/``import_events``/
 ``similarity_train --behaviour`` (``make demo`` does all three):
 
-- the view hook (``record_view`` on a session) and the session save it causes;
+- the view hook (``record_view`` on a saved session: the views cache) and a session save (what
+  a hook that writes the session would add);
 - the ``bought_together`` and ``recommended_for_you`` tags on a warm cache (a cached page);
 - the same tags on a cold cache (the first visitor after a model change).
 """
@@ -62,6 +66,17 @@ SESSION_ENGINES = {
     "cache (Redis)": "django.contrib.sessions.backends.cache",
     "signed_cookies": "django.contrib.sessions.backends.signed_cookies",
 }
+#: the view hook's setups: (session engine, where the views go: SIMILARITY["VIEWS_CACHE"])
+VIEW_HOOK_SETUPS = {
+    "db, views in Redis": ("db", "redis"),
+    "db, views in local memory": ("db", "locmem"),
+    "db, views in the session": ("db", "session"),  # VIEWS_CACHE = "": the hook before the cache
+    "cached_db, views in Redis": ("cached_db", "redis"),
+    "cache (Redis), views in Redis": ("cache (Redis)", "redis"),
+    "cache (local memory), views in local memory": ("cache (local memory)", "locmem"),
+    "signed_cookies": ("signed_cookies", "session"),  # the views are always in a signed-cookie session
+}
+VIEW_HOOK_CASES = ("first_view", "new_product", "reload", "reload_naive")
 
 
 def _pct(samples: list[float]) -> dict[str, float]:
@@ -105,14 +120,16 @@ def _naive_record_view(request: Any, obj: Any) -> None:
 
 
 def _view_hook(hook: Callable[[Any, Any], None], products: list[Any], n: int,
-               reload: bool) -> dict[str, Any]:
-    """Pages through ``SessionMiddleware``, with and without ``hook``, alternating, one visitor."""
+               case: str) -> dict[str, Any]:
+    """Pages through ``SessionMiddleware``, with and without ``hook``, alternating, one visitor
+    (``first_view``: a new visitor each time, without a session cookie)."""
     from django.conf import settings
     from django.contrib.sessions.middleware import SessionMiddleware
     from django.http import HttpResponse
     from django.test import RequestFactory
 
     turn = iter(range(10**9))
+    reload = case in ("reload", "reload_naive")
 
     def with_hook(request: Any) -> HttpResponse:
         i = next(turn)
@@ -133,6 +150,8 @@ def _view_hook(hook: Callable[[Any, Any], None], products: list[Any], n: int,
         elapsed = (time.perf_counter() - start) * 1000
         if settings.SESSION_COOKIE_NAME in response.cookies:
             cookie = response.cookies[settings.SESSION_COOKIE_NAME].value
+        if case == "first_view":
+            cookie = ""
         return elapsed
 
     for _ in range(5):  # the session exists and the connections are open before the timing
@@ -151,22 +170,28 @@ def _sessions(products: list[Any], n: int, redis_url: str | None) -> dict[str, A
 
     from similarity.behaviour.recording import record_view
 
+    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url,
+                   "KEY_PREFIX": _redis_prefix()}
+    stores = {"redis": redis_cache, "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                               "LOCATION": "bench-views"}}
     out: dict[str, Any] = {}
-    for name, engine in SESSION_ENGINES.items():
-        extra: dict[str, Any] = {}
-        if name == "cache (Redis)":
-            if not redis_url:
-                out[name] = {"skipped": "Redis is not reachable"}
-                continue
-            extra = {"CACHES": {**settings.CACHES, "bench-sessions": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_url,
-                "KEY_PREFIX": _redis_prefix()}}, "SESSION_CACHE_ALIAS": "bench-sessions"}
-        with override_settings(SESSION_ENGINE=engine, **extra):
-            out[name] = {
-                "new_product": _view_hook(record_view, products, n, reload=False),
-                "reload": _view_hook(record_view, products, n, reload=True),
-                "reload_naive": _view_hook(_naive_record_view, products, n, reload=True),
-            }
+    chosen = [n.strip() for n in os.environ.get("BENCH_VIEW_HOOK", "").split(";") if n.strip()]
+    for name, (engine, views) in VIEW_HOOK_SETUPS.items():
+        if chosen and name not in chosen:
+            continue
+        if not redis_url and (views == "redis" or "Redis" in engine):
+            out[name] = {"skipped": "Redis is not reachable"}
+            continue
+        caches = {**settings.CACHES, "bench-sessions": redis_cache, "bench-views": stores.get(views, {})}
+        if views == "session":
+            caches.pop("bench-views")
+        overrides = {"SESSION_ENGINE": SESSION_ENGINES[engine], "CACHES": caches,
+                     "SIMILARITY": {**settings.SIMILARITY, "VIEWS_CACHE": "" if views == "session" else "bench-views"}}
+        if engine == "cache (Redis)":
+            overrides["SESSION_CACHE_ALIAS"] = "bench-sessions"
+        with override_settings(**overrides):
+            out[name] = {case: _view_hook(_naive_record_view if case == "reload_naive" else record_view,
+                                          products, n, case) for case in VIEW_HOOK_CASES}
     return out
 
 
@@ -256,12 +281,12 @@ def hooks_table(results: dict[str, Any]) -> list[str]:
         if "view_hook" not in part:
             lines.append(f"behaviour hooks on {db}: {part.get('skipped') or part.get('error')}")
             continue
-        for engine, row in part["view_hook"].items():
+        for setup, row in part["view_hook"].items():
             if "skipped" in row:
                 continue
-            for case in ("new_product", "reload", "reload_naive"):
+            for case in VIEW_HOOK_CASES:
                 added = row[case]["added"]
-                lines.append(f"view hook {db:<10} {engine:<21} {case:<12} adds p50 {added['p50_ms']:6.2f} ms"
+                lines.append(f"view hook {db:<10} {setup:<43} {case:<12} adds p50 {added['p50_ms']:6.2f} ms"
                              f"  p95 {added['p95_ms']:6.2f} ms")
         for mode, row in part["beacon"].items():
             lines.append(f"beacon {db:<10} {mode:<38} p50 {row['p50_ms']:6.2f} ms  p95 {row['p95_ms']:6.2f} ms"

@@ -41,7 +41,7 @@ def category(request: HttpRequest, pk: int) -> HttpResponse:
 
 def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
     product = get_object_or_404(_products(), pk=pk)
-    services.record_view(request, product)  # the visitor's session only (recommended_for_you)
+    services.record_view(request, product)  # session / views cache, no cookie of ours (recommended_for_you)
     return render(request, "catalog/product.html", {"product": product})
 
 

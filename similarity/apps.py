@@ -13,3 +13,6 @@ class SimilarityConfig(AppConfig):
         from . import checks, merchandising, signals  # noqa: F401
 
         signals.connect()
+        from .behaviour import recording
+
+        recording.connect()  # the recent views follow a login, and go at logout

@@ -56,10 +56,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if conf.beacon_cache not in getattr(django_settings, "CACHES", {"default": {}}):
         errors.append(Error(f"SIMILARITY['BEACON_CACHE'] {conf.beacon_cache!r} is not an alias in CACHES; "
                             "the widget beacon counts into that cache.", id="similarity.E013"))
+    errors += _views_cache_errors(conf.views_cache)
     if conf.index.backend.endswith("QdrantEdgeIndex"):
         errors += _embedded_index_errors(conf.dispatcher)
         errors += _embedded_index_size_warnings(conf.index.path)
     return errors
+
+
+def _views_cache_errors(alias: str) -> list[Any]:
+    """The recent views' cache exists, and every web process sees the same one (a local-memory
+    cache is per process: fine for one process, e.g. the embedded index's single one)."""
+    from django.conf import settings as django_settings
+
+    if not alias:
+        return []  # the views stay in the session
+    caches = getattr(django_settings, "CACHES", {"default": {}})
+    if alias not in caches:
+        return [Error(f"SIMILARITY['VIEWS_CACHE'] {alias!r} is not an alias in CACHES; the visitors' recent "
+                      "views are kept in that cache ('' keeps them in the session).", id="similarity.E014")]
+    backend = str(caches[alias].get("BACKEND", ""))
+    workers = _gunicorn_workers()
+    if backend.endswith("LocMemCache") and workers > 1:
+        return [Warning(
+            f"SIMILARITY['VIEWS_CACHE'] {alias!r} is a local-memory cache, but gunicorn is set to {workers} "
+            "workers: each keeps its own recent views (recommended_for_you sees only those of the worker that "
+            "serves the page). Point it at a cache every process shares (Redis, Memcached).",
+            id="similarity.W015",
+        )]
+    return []
 
 
 #: where one embedded (Qdrant Edge) process stops being the right choice (docs/sizing.md): between

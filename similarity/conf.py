@@ -108,6 +108,10 @@ class SimilaritySettings:
     #: None: buffer in the cache only when it is shared by every process and increments
     #: atomically (Redis, Memcached); True / False: always / never (one UPDATE per beacon)
     beacon_buffer: bool | None = None
+    #: the visitors' recent views live in this cache (``CACHES`` alias) under a digest of their
+    #: session key, so a product view saves no session; "" keeps them in the session (a save
+    #: per product page; docs/behaviour.md)
+    views_cache: str = "default"
 
 
 _INDEX_KEYS = {f.upper(): f for f in IndexSettings.__dataclass_fields__}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import connections, router, transaction
@@ -31,6 +31,7 @@ from django.db.models import CharField, F, FloatField, IntegerField, Value
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from . import cache_guard
 from .results import SimilarHit
 from .specs import IndexSpec
 from .staff_models import Block, MerchandisingRule, MerchandisingVersion, Pin
@@ -76,13 +77,13 @@ def version() -> str:
         return held
     shared = _cache_is_shared()
     if shared:
-        value = cache.get(VERSION_KEY)
+        value = cache_guard.get(VERSION_KEY)
         if value is not None:
             return str(value)
     token = _stored_token()
     if shared:
         # ``add``: an edit committed meanwhile has ``set`` its newer token; never overwrite it
-        cache.add(VERSION_KEY, token, VERSION_CACHE_SECONDS)
+        cache_guard.add(VERSION_KEY, token, VERSION_CACHE_SECONDS)
     return token
 
 
@@ -118,7 +119,9 @@ def _publish() -> None:
     """The committed token into the shared cache (read back: of two edits committing at once,
     the later token wins whichever callback runs last)."""
     if _cache_is_shared():
-        cache.set(VERSION_KEY, _stored_token(), VERSION_CACHE_SECONDS)
+        token = _stored_token()
+        cache_guard.invalidate("publish the merchandising version",
+                               lambda c: c.set(VERSION_KEY, token, VERSION_CACHE_SECONDS))
 
 
 @receiver([post_save, post_delete], sender=Pin, dispatch_uid="similarity.merch.pin")

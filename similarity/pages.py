@@ -12,10 +12,9 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import Count, Max
 
-from . import merchandising, registry
+from . import cache_guard, merchandising, registry
 from .conf import get_settings
 from .exceptions import SimilarityError
 from .models import IndexState
@@ -85,7 +84,7 @@ def _similar_for_page(
 ) -> SimilarResult:
     spec = registry.get_spec(type(obj))
     key = similar_cache_key(spec, obj.pk, {"limit": limit, **filters})
-    cached = cache.get(key)
+    cached = cache_guard.get(key)
     if cached is not None:
         entries, stamp = cached
         if _index_stamp(spec, [obj.pk, *(pk for pk, _s, _m in entries)]) == stamp:
@@ -102,7 +101,7 @@ def _similar_for_page(
         result = SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
     if result.ok:
         entries = [(hit.pk, hit.score, hit.scores) for hit in result.hits]
-        cache.set(key, (entries, _index_stamp(spec, [obj.pk, *(hit.pk for hit in result.hits)])), cache_timeout)
+        cache_guard.set(key, (entries, _index_stamp(spec, [obj.pk, *(hit.pk for hit in result.hits)])), cache_timeout)
         return result
     logger.warning(
         "no similar objects for %s %s (%s: %s); showing %s", spec.label, obj.pk, result.status,

@@ -123,13 +123,13 @@ def test_record_purchase_is_idempotent_per_order_and_item() -> None:
     assert (line.kind, line.order, line.quantity, str(line.price)) == ("purchase", "A-1", 2, "3.50")
 
 
-def test_view_hook_keeps_recent_views_in_the_session_only(client: Any) -> None:
+def test_view_hook_keeps_recent_views_per_session(client: Any) -> None:
+    """The session's first view, the later ones in the views cache (tests/test_view_hook.py)."""
     first, second = factories.product("First"), factories.product("Second")
     client.get(first.get_absolute_url())
     client.get(second.get_absolute_url())
     client.get(first.get_absolute_url())
-    session = client.session
-    assert [key for _label, key, _t in session["similarity_recent"]] == [str(second.pk), str(first.pk)]
+    assert [key for key, _t in services.recent_views(client.session)] == [str(second.pk), str(first.pk)]
     assert set(client.cookies) == {"sessionid"}  # Django's session cookie, nothing of ours
     assert Event.objects.count() == 0
 
@@ -160,6 +160,11 @@ def test_training_chooses_by_held_out_baskets_and_goes_live(retail_events: dict[
     assert Path(row.path).is_file()
     artifact = live_artifact()
     assert artifact is not None and artifact.transitions is not None and artifact.transitions.nnz > 0
+    # recommended_for_you's mix: chosen on the same held-out cut, the best of its grid, live with the model
+    chosen = row.params["recent_views"]
+    assert chosen["positions"] >= 30 and len(chosen["grid"]) == 15
+    assert [chosen["hit@10"], chosen["mrr"]] == pytest.approx(max(chosen["grid"].values()), abs=1e-4)
+    assert (artifact.mix.cooccurrence, artifact.mix.recency) == (chosen["cooccurrence"], chosen["recency"])
     index = behaviour_index()
     assert index.count() == row.items == len(trained["skus"])
     anchor = trained["products"][trained["skus"][0]]
@@ -308,3 +313,68 @@ def test_paired_bootstrap_of_the_difference_is_seeded_and_resamples_groups() -> 
     # sessions are resampled whole: the interval is that of 10 sessions, not 40 positions
     assert diff == 0.5 and low < 0.3 and high > 0.7
     assert "served_minus_this" not in table["served"]
+
+
+def _day(n: int) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(2011, 1, 1, tzinfo=UTC) + timedelta(days=n)
+
+
+def test_recent_views_mix_is_chosen_by_the_next_items_after_the_cut() -> None:
+    import numpy as np
+
+    from similarity.behaviour import algorithms
+    from similarity.behaviour.train import choose_mix
+
+    def visitors(pattern: list[int], count: int, day: int) -> list[list[tuple[int, Any]]]:
+        return [[(item, _day(day)) for item in pattern] for _n in range(count)]
+
+    # after 0, visitors mostly view 1 and sometimes 4; "bought together" ranks 4 first for 0,
+    # 1 and 2: weighed as much as the transitions, it would put 4 before the real next item
+    before = visitors([0, 1, 2, 3], 8, 1) + visitors([0, 4], 3, 1) + visitors([1, 4], 3, 1) + visitors([2, 4], 3, 1)
+    after = visitors([0, 1, 2, 3], 20, 30)
+    neighbours = algorithms.neighbour_matrix(np.array([[4], [4], [4], [4], [0]]), np.ones((5, 1), np.float32))
+    mix, report = choose_mix(before + after, _day(30), neighbours, k=1)
+    assert mix.cooccurrence < 0.5 and report["hit@1"] == 1.0 and report["positions"] == 60
+    assert report["grid"]["1/0.5"][0] < 1.0  # the old fixed mix misses some of them
+
+    # items whose next item has no transitions before the cut: only "bought together" knows them
+    before = visitors([0, 1], 6, 1)
+    after = visitors([2, 3], 40, 30)
+    neighbours = algorithms.neighbour_matrix(np.array([[1], [0], [3], [2]]), np.ones((4, 1), np.float32))
+    mix, report = choose_mix(before + after, _day(30), neighbours)
+    assert mix.cooccurrence > 0 and report["hit@10"] == 1.0
+    assert report["grid"]["0/0.1"] == [0.0, 0.0]
+
+    # too little after the cut: the defaults, unmeasured
+    assert choose_mix(before + visitors([2, 3], 1, 30), _day(30), neighbours) == (algorithms.Mix(), {})
+
+
+def test_artifacts_without_a_validated_mix_serve_as_before(tmp_path: Path) -> None:
+    import numpy as np
+
+    from similarity.behaviour import algorithms
+    from similarity.behaviour.artifacts import load, save
+
+    old = tmp_path / "old.npz"
+    arrays = {"keys": np.array(["1", "2", "3"]), "counts": np.ones(3, np.float32), "popularity": np.ones(3, np.float32),
+              "idx": np.array([[1], [2], [0]], np.int32), "val": np.ones((3, 1), np.float32),
+              "tidx": np.array([[2], [0], [1]], np.int32), "tval": np.ones((3, 1), np.float32)}
+    np.savez_compressed(old, **arrays)  # the format before the mix was stored
+    artifact = load(BehaviourModel(version="old", path=str(old)))
+    assert artifact.mix == algorithms.Mix(cooccurrence=1.0, recency=0.5)
+    assert artifact.mix.weights(3) == [0.25, 0.5, 1.0]
+    # each part scaled to 1 and added: both the next item (3) and the one bought with it (2)
+    scores = algorithms.sequence_scores(artifact.neighbours, artifact.transitions, [0], [1.0],
+                                        artifact.mix.cooccurrence)
+    assert scores.tolist() == [0.0, 1.0, 1.0]
+
+    new = tmp_path / "new.npz"
+    save(new, keys=["1", "2", "3"], counts=arrays["counts"], idx=arrays["idx"], val=arrays["val"],
+         popularity=arrays["popularity"], tidx=arrays["tidx"], tval=arrays["tval"], mix=algorithms.Mix(0.0, 0.25))
+    artifact = load(BehaviourModel(version="new", path=str(new)))
+    assert artifact.mix == algorithms.Mix(0.0, 0.25)
+    scores = algorithms.sequence_scores(artifact.neighbours, artifact.transitions, [0], [1.0],
+                                        artifact.mix.cooccurrence)
+    assert scores.tolist() == [0.0, 0.0, 1.0]  # the next item alone

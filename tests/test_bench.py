@@ -64,14 +64,14 @@ def test_gpu_sweep_smoke_runs_on_cpu(tmp_path: Path):
 def test_behaviour_hooks_bench_reports_each_session_engine_and_beacon_mode():
     """``python -m bench --only behaviour``: the view hook per session engine and the beacon per
     counting mode, p50/p95 with the naive baselines, in one run (tiny n here)."""
-    from bench.behaviour import SESSION_ENGINES, bench_hooks, hooks_table
+    from bench.behaviour import VIEW_HOOK_SETUPS, bench_hooks, hooks_table
 
     results = bench_hooks(5)
     hooks = results["view_hook"]
-    assert set(hooks) == set(SESSION_ENGINES)
+    assert set(hooks) == set(VIEW_HOOK_SETUPS)
     for name, row in hooks.items():
         if "skipped" not in row:
-            assert set(row) == {"new_product", "reload", "reload_naive"}, name
+            assert set(row) == {"first_view", "new_product", "reload", "reload_naive"}, name
             assert row["new_product"]["added"]["n"] == 5 and row["new_product"]["page_with_hook"]["p95_ms"] > 0
     assert "database (naive: one UPDATE per hit)" in results["beacon"]
     assert all(row["p95_ms"] >= row["p50_ms"] > 0 for row in results["beacon"].values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -138,3 +139,66 @@ def test_thumbnails_are_made_once(shop: dict[str, Any], client: Client, settings
     assert time.perf_counter() - started < 5
     for src in set(re.findall(r'<img src="(/media/thumbs/[^"]+)"', html)):
         assert "_" not in src.rsplit("/", 1)[-1], "a second copy was written instead of reusing it"
+
+
+def _redis_cache(port: int) -> dict[str, Any]:
+    return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": f"redis://127.0.0.1:{port}/0",
+                        "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}}
+
+
+def test_product_page_with_the_cache_down_still_shows_similar_products(
+    shop: dict[str, Any], client: Client, settings: Any, caplog: Any,
+) -> None:
+    """Redis (the cache) refuses connections: the page renders from the index and the database,
+    and after the first failure the cache is not tried again for a while (one warning)."""
+    from similarity import breaker
+
+    settings.CACHES = _redis_cache(9)  # nothing listens on port 9
+    try:
+        with caplog.at_level(logging.WARNING, logger="similarity.cache_guard"):
+            for _ in range(3):
+                response = client.get(shop["steel"].get_absolute_url())
+                assert response.status_code == 200
+                pks = [int(pk) for pk in re.findall(r'data-similar-card data-pk="(\d+)"', response.content.decode())]
+                assert set(pks[:2]) <= {shop["leather"].pk, shop["digital"].pk} and pks[:2]
+        assert len([r for r in caplog.records if r.name == "similarity.cache_guard"]) == 1
+    finally:
+        breaker.close()
+
+
+def test_product_page_with_a_hung_cache_waits_one_timeout_not_one_per_call(
+    shop: dict[str, Any], client: Client, settings: Any,
+) -> None:
+    """A Redis that accepts connections and never answers (the deploy docs' socket timeouts set):
+    the first page waits for the timeout once; the next pages do not wait on the cache at all."""
+    import socket
+    import time
+
+    from similarity import breaker
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # connections complete in the backlog; nothing reads or answers
+    settings.CACHES = _redis_cache(hung.getsockname()[1])
+    try:
+        url = shop["steel"].get_absolute_url()
+        started = time.monotonic()
+        assert client.get(url).status_code == 200
+        first = time.monotonic() - started
+        for _ in range(3):
+            assert client.get(url).status_code == 200
+        assert 0.25 < first < 30, "one socket timeout, not a hang"
+        hung.setblocking(False)
+        connections = []
+        while True:
+            try:
+                connections.append(hung.accept()[0])
+            except BlockingIOError:
+                break
+        assert len(connections) == 1, "with the breaker open no later page tried the hung cache"
+        for conn in connections:
+            conn.close()
+    finally:
+        hung.close()
+        breaker.close()

@@ -7,12 +7,15 @@ item, its ``K`` best neighbours and their scores.
 - ``als``: implicit-feedback matrix factorisation (the ``implicit`` library's ALS), neighbours
   by the cosine of the item factors.
 
-A basket is scored by summing its items' neighbour rows (:func:`score_rows`).
+A basket is scored by summing its items' neighbour rows (:func:`score_rows`); recent views by
+:func:`sequence_scores` (what followed them in visitors' sequences, plus the item–item term at the
+weight of a :class:`Mix`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,3 +117,38 @@ def score_rows(neighbours: sp.csr_matrix, items: list[int], weights: list[float]
         return np.zeros(neighbours.shape[1], dtype=np.float32)
     w = np.asarray(weights if weights is not None else [1.0] * len(items), dtype=np.float32)
     return np.asarray(neighbours[items].T @ w).ravel()
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How recent views are scored (:func:`sequence_scores`). The defaults are what artifacts
+    without a validated mix get (those trained before it existed, or on too little data): the
+    item–item term as heavy as the transitions, each view half as heavy as the next newer one."""
+
+    #: weight of the item–item (bought together) term next to the transitions (1)
+    cooccurrence: float = 1.0
+    #: a view's weight relative to the next newer one (the newest weighs 1)
+    recency: float = 0.5
+
+    def weights(self, count: int) -> list[float]:
+        """Weights of ``count`` views, oldest first."""
+        return [self.recency ** (count - 1 - n) for n in range(count)]
+
+
+def unit(scores: np.ndarray) -> np.ndarray:
+    """``scores`` scaled to a maximum of 1 (unchanged when nothing is positive)."""
+    top = float(scores.max()) if len(scores) else 0.0
+    return scores / top if top > 0 else scores
+
+
+def sequence_scores(neighbours: sp.csr_matrix, transitions: sp.csr_matrix | None, items: list[int],
+                    weights: list[float], cooccurrence: float) -> np.ndarray:
+    """Scores of every item as the next one after recent views ``items`` (oldest first, weighted):
+    their transition rows (what visitors looked at next) plus ``cooccurrence`` times their
+    item–item rows, each part scaled to a maximum of 1. Without transitions: the item–item rows."""
+    if transitions is None:
+        return unit(score_rows(neighbours, items, weights))
+    scores = unit(score_rows(transitions, items, weights))
+    if cooccurrence > 0:
+        scores = scores + cooccurrence * unit(score_rows(neighbours, items, weights))
+    return scores

@@ -1,9 +1,10 @@
 """Trained behaviour models on disk, the live one per spec, and the behaviour collection.
 
 An artifact is an ``.npz`` file (item keys, history counts, neighbour indices and scores, the
-Qdrant vectors) under ``<VAR>/behaviour/``; its :class:`~.models.BehaviourModel` row says which
-one is live. Each process keeps the live artifact in memory and notices a newer live version
-within ``LIVE_CHECK_SECONDS`` (one cached query).
+transitions, the validated :class:`~.algorithms.Mix` of recent views) under ``<VAR>/behaviour/``;
+its :class:`~.models.BehaviourModel` row says which one is live. Each process keeps the live
+artifact in memory and notices a newer live version within ``LIVE_CHECK_SECONDS`` (one cached
+query).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from django.conf import settings
-from django.core.cache import cache
 from django.utils.module_loading import import_string
 
-from .. import registry
+from .. import cache_guard, registry
 from ..conf import get_settings
-from .algorithms import neighbour_matrix
+from .algorithms import Mix, neighbour_matrix
 from .models import BehaviourModel
 
 #: the named vector of the behaviour collection
@@ -42,6 +42,8 @@ class Artifact:
     popularity: np.ndarray  # baskets per item (the popularity baseline)
     #: the next item of a visitor's sequence: row a = P(b | a) (recommended from recent views)
     transitions: sp.csr_matrix | None = None
+    #: how recent views are scored, validated at training time (older artifacts: the defaults)
+    mix: Mix = field(default_factory=Mix)
     position: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,12 +66,14 @@ def artifact_dir() -> Path:
 
 
 def save(path: Path, *, keys: list[str], counts: np.ndarray, idx: np.ndarray, val: np.ndarray,
-         popularity: np.ndarray, tidx: np.ndarray, tval: np.ndarray) -> None:
+         popularity: np.ndarray, tidx: np.ndarray, tval: np.ndarray, mix: Mix | None = None) -> None:
+    mix = mix or Mix()
     with open(path, "wb") as fh:
         np.savez_compressed(fh, keys=np.asarray(keys, dtype=str), counts=counts.astype(np.float32),
                             idx=idx.astype(np.int32), val=val.astype(np.float32),
                             popularity=popularity.astype(np.float32),
-                            tidx=tidx.astype(np.int32), tval=tval.astype(np.float32))
+                            tidx=tidx.astype(np.int32), tval=tval.astype(np.float32),
+                            mix=np.asarray([mix.cooccurrence, mix.recency], dtype=np.float64))
 
 
 def load(row: BehaviourModel) -> Artifact:
@@ -78,18 +82,20 @@ def load(row: BehaviourModel) -> Artifact:
             version=row.version, keys=data["keys"], counts=data["counts"],
             neighbours=neighbour_matrix(data["idx"], data["val"]), popularity=data["popularity"],
             transitions=neighbour_matrix(data["tidx"], data["tval"]) if "tidx" in data else None,
+            # artifacts from before the validated mix keep serving as they did
+            mix=Mix(*(float(v) for v in data["mix"])) if "mix" in data else Mix(),
         )
 
 
 def _live_version(label: str) -> str | None:
     key = f"similarity:behaviour:live:{label}"
-    version = cache.get(key)
+    version = cache_guard.get(key)
     if version is None:
         version = (
             BehaviourModel.objects.filter(model_label=label, live=True).values_list("version", flat=True).first()
             or ""
         )
-        cache.set(key, version, LIVE_CHECK_SECONDS)
+        cache_guard.set(key, version, LIVE_CHECK_SECONDS)
     return version or None
 
 
@@ -114,7 +120,7 @@ def live_artifact(spec: Any = None) -> Artifact | None:
 
 def forget_live(label: str) -> None:
     """After a new model went live: this process reloads at once (others within the cache time)."""
-    cache.delete(f"similarity:behaviour:live:{label}")
+    cache_guard.invalidate("forget the live model", lambda c: c.delete(f"similarity:behaviour:live:{label}"))
     with _lock:
         _loaded.pop(label, None)
 

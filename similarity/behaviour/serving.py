@@ -36,8 +36,6 @@ HISTORY_HALF = 10.0
 CANDIDATES_PER_HIT = 8
 #: content neighbours are asked for this many anchors at most (the heaviest)
 CONTENT_ANCHORS = 3
-#: a view this many views older than the newest counts half as much (recommended_for_you)
-RECENCY_HALF = 1.0
 
 
 def behaviour_weight(history: float) -> float:
@@ -49,25 +47,22 @@ def _behaviour_candidates(
 ) -> tuple[dict[str, float], float]:
     """Candidate keys → summed neighbour score, and the anchors' weighted history. With
     ``sequential`` (recent views), the items that followed the anchors in visitors' sequences
-    count as much as those bought with them (each part scaled to a maximum of 1)."""
+    count too, the item–item rows at the weight the training validated (``artifact.mix``)."""
     items = [(artifact.position[k], w) for k, w in anchors if k in artifact.position]
     if not items:
         return {}, 0.0
     rows, weights = [i for i, _ in items], [w for _, w in items]
-    scores = _unit(algorithms.score_rows(artifact.neighbours, rows, weights))
-    if sequential and artifact.transitions is not None:
-        scores = scores + _unit(algorithms.score_rows(artifact.transitions, rows, weights))
+    if sequential:
+        scores = algorithms.sequence_scores(artifact.neighbours, artifact.transitions, rows, weights,
+                                            artifact.mix.cooccurrence)
+    else:
+        scores = algorithms.unit(algorithms.score_rows(artifact.neighbours, rows, weights))
     # anchors keep their scores: a product seen earlier may come back (callers exclude what
     # must never be shown: the current product, the cart's items)
     history = float(sum(artifact.counts[i] * w for i, w in items) / max(sum(w for _, w in items), 1e-9))
     positive = np.flatnonzero(scores > 0)
     best = positive[np.argsort(-scores[positive])[:fetch]]
     return {str(artifact.keys[i]): float(scores[i]) for i in best}, history
-
-
-def _unit(scores: np.ndarray) -> np.ndarray:
-    top = float(scores.max()) if len(scores) else 0.0
-    return scores / top if top > 0 else scores
 
 
 def _filtered(spec: IndexSpec, keys: list[str], anchor_payload: dict[str, Any] | None, anchor_point: str | None,
@@ -114,20 +109,24 @@ def blend(
 ) -> SimilarResult:
     """Objects to show for weighted ``anchors`` (objects of one spec): behaviour blended with
     content. ``exclude``: objects never shown (their groups neither); ``relative_to``: the object
-    relative filters (``same_category=True``) compare with; ``sequential``: anchors are views in
-    time order, so what visitors looked at next counts too."""
+    relative filters (``same_category=True``) compare with; ``sequential``: anchors are views,
+    oldest first, so what visitors looked at next counts too, and their weights are the live
+    model's recency weights (the weights given are ignored)."""
     filters = dict(filters or {})
-    anchors = [(obj, w) for obj, w in anchors if obj is not None and getattr(obj, "pk", None) is not None]
-    if not anchors:
+    present = [obj for obj, _w in anchors if obj is not None and getattr(obj, "pk", None) is not None]
+    if not present:
         return SimilarResult(ResultStatus.OK, [])
-    spec = registry.get_spec(type(anchors[0][0]))
+    spec = registry.get_spec(type(present[0]))
+    artifact = live_artifact(spec)
+    if sequential:
+        anchors = list(zip([obj for obj, _w in anchors], recency_weights(len(anchors), artifact), strict=True))
+    anchors = [(obj, w) for obj, w in anchors if obj is not None and getattr(obj, "pk", None) is not None]
     excluded = list(exclude)
     groups = {spec.get_group(obj) for obj in excluded}
     keys = [(spec.object_key(obj.pk), w) for obj, w in anchors]
     behaviour: dict[str, float] = {}
     history = 0.0
     status = ResultStatus.OK
-    artifact = live_artifact(spec)
     try:
         if artifact is not None:
             raw, history = _behaviour_candidates(
@@ -168,22 +167,23 @@ def bought_together_cart(items: Iterable[Any], *, limit: int = 8, **filters: Any
     return blend([(o, 1.0) for o in objects], limit=limit, exclude=objects, filters=filters)
 
 
-def recency_weights(count: int) -> list[float]:
-    """Weights of ``count`` views, oldest first: halving every ``RECENCY_HALF`` views back."""
-    return [0.5 ** ((count - 1 - n) / RECENCY_HALF) for n in range(count)]
+def recency_weights(count: int, artifact: Artifact | None = None) -> list[float]:
+    """Weights of ``count`` views, oldest first: each a fixed share (validated at training time,
+    ``artifact.mix.recency``) of the next newer one's."""
+    return (artifact.mix if artifact is not None else algorithms.Mix()).weights(count)
 
 
 def recommended_from_views(
     spec: Any, keys: list[str], *, current: Any = None, limit: int = 8, **filters: Any,
 ) -> SimilarResult:
     """From viewed object keys (oldest first): recency-weighted, never ``current``; objects seen
-    earlier may come back (shoppers return to them)."""
+    earlier may come back (shoppers return to them). How fast older views fade and how much the
+    item–item term weighs next to the transitions is the live model's validated mix."""
     spec = registry.get_spec(spec)
     if not keys:
         return SimilarResult(ResultStatus.OK, [])
     objects = spec.get_queryset().in_bulk([spec.to_pk(k) for k in keys])
-    weights = recency_weights(len(keys))
-    anchors = [(objects.get(spec.to_pk(k)), w) for k, w in zip(keys, weights, strict=True)]
+    anchors = [(objects.get(spec.to_pk(k)), 1.0) for k in keys]  # blend weighs them by recency
     exclude = [current] if current is not None else []
     return blend(anchors, limit=limit, exclude=exclude, filters=filters, sequential=True)
 

@@ -14,11 +14,10 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from django.core.cache import cache
 from django.db.models import Count, Max
 from django.db.models.functions import TruncDate
 
-from .. import registry
+from .. import cache_guard, registry
 from ..exceptions import IndexUnavailable, SimilarityError
 from ..query import load_hits
 from ..results import ResultStatus, SimilarResult
@@ -59,7 +58,7 @@ def trending(spec: Any = None, *, limit: int = 8, **filters: Any) -> SimilarResu
     spec = registry.get_spec(spec)
     digest = hashlib.sha1(repr(sorted(filters.items())).encode(), usedforsecurity=False).hexdigest()[:12]
     key = f"similarity:trending:{spec.label}:{limit}:{digest}"
-    keys = cache.get(key)
+    keys = cache_guard.get(key)
     if keys is None:
         scores = trending_scores(spec)
         ranked = sorted(scores, key=lambda k: -scores[k])[: limit * 8]
@@ -69,6 +68,6 @@ def trending(spec: Any = None, *, limit: int = 8, **filters: Any) -> SimilarResu
             logger.warning("trending of %s: %s", spec.label, exc)
             return SimilarResult(ResultStatus.UNAVAILABLE, [], str(exc))
         keys = [(k, scores[k]) for k in keys[: limit * 2]]
-        cache.set(key, keys, CACHE_SECONDS)
+        cache_guard.set(key, keys, CACHE_SECONDS)
     hits = load_hits(spec, [(score, {}, k) for k, score in keys], filters)
     return SimilarResult(ResultStatus.OK, hits[:limit])

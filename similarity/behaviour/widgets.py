@@ -9,10 +9,9 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.core.cache import cache
 from django.urls import NoReverseMatch, reverse
 
-from .. import registry
+from .. import cache_guard, registry
 from ..pages import widget_cards
 from ..results import ResultStatus, SimilarHit, SimilarResult
 from .artifacts import live_artifact
@@ -33,14 +32,14 @@ def _cached(spec: Any, parts: tuple[Any, ...], compute: Callable[[], SimilarResu
     version = artifact.version if artifact is not None else "-"
     digest = hashlib.sha1(repr((version, parts, sorted(filters.items()))).encode(), usedforsecurity=False)
     key = f"similarity:behaviour:{spec.label}:{digest.hexdigest()[:20]}"
-    entries = cache.get(key)
+    entries = cache_guard.get(key)
     if entries is not None:
         objects = spec.filter_queryset(spec.get_queryset(), filters).in_bulk([pk for pk, _s in entries])
         hits = [SimilarHit(objects[pk], pk, score, {}) for pk, score in entries if pk in objects]
         return SimilarResult(ResultStatus.OK, hits)
     result = compute()
     if result.ok:
-        cache.set(key, [(hit.pk, hit.score) for hit in result.hits], CACHE_SECONDS)
+        cache_guard.set(key, [(hit.pk, hit.score) for hit in result.hits], CACHE_SECONDS)
     return result
 
 

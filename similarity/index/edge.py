@@ -317,9 +317,9 @@ class QdrantEdgeIndex:
         if self.tuning.exact_filter_kb > 0:
             with self._lock:
                 shard = self._get()
-                dims = max(self._vectors.get(name, 0) for name in vectors)
+                dims = sum(self._vectors.get(name, 0) for name in vectors)  # the per-modality request scans each
                 points = int(shard.count(CountRequest(exact=False, filter=to_edge_filter(search_filter))))
-            if self.tuning.exact_for(points, dims):
+            if dims and self.tuning.exact_for(points, dims):  # unknown sizes: the graph
                 return self.search_params(filtered=True, exact=True)
         return self.search_params(filtered=True)
 

@@ -302,10 +302,10 @@ class QdrantServerIndex:
             return self._search_params()
         if self.tuning.exact_filter_kb > 0:
             sizes = self._vector_sizes()
-            dims = max(sizes.get(name, 0) for name in vectors)
+            dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
             points = self._call("count points", lambda: self.client.count(
                 self.name, count_filter=to_client_filter(search_filter), exact=False)).count
-            if self.tuning.exact_for(int(points), dims):
+            if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
                 return self._search_params(filtered=True, exact=True)
         return self._search_params(filtered=True)
 
