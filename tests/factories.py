@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -93,3 +96,23 @@ def catalog_subset(dataset: Path, rows: list[dict[str, str]], folder: Path, want
         writer.writeheader()
         writer.writerows(chosen)
     return path
+
+
+@contextmanager
+def private_redis_cache(url: str, name: str) -> Iterator[dict[str, Any]]:
+    """A ``CACHES`` entry on the real Redis at ``url`` under a key prefix of its own (the test is
+    skipped when Redis is not reachable); only that prefix's keys are deleted afterwards."""
+    import pytest
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip(f"Redis is not reachable at {url}")
+    prefix = f"{name}-test-{uuid.uuid4().hex[:8]}"
+    try:
+        yield {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url, "KEY_PREFIX": prefix}
+    finally:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)

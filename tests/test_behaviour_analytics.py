@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,8 @@ from django.utils import timezone
 from similarity import services, tasks
 from similarity.behaviour import analytics
 from similarity.behaviour.models import WidgetStat
+
+from . import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -43,19 +44,9 @@ def locmem() -> Iterator[Any]:
 
 @pytest.fixture
 def redis_cache() -> Iterator[Any]:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    prefix = f"beacon-test-{uuid.uuid4().hex[:8]}"
-    with _buffered({"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                    "KEY_PREFIX": prefix}):  # buffering chosen by the backend (auto)
+    # buffering chosen by the backend (auto)
+    with factories.private_redis_cache(REDIS_URL, "beacon") as cache_settings, _buffered(cache_settings):
         yield caches["beacon"]
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 def stats() -> dict[tuple[str, str, str], tuple[int, int]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,19 +42,8 @@ def _views_in(cache_settings: dict[str, Any], alias: str = "views") -> override_
 
 @pytest.fixture
 def redis_views() -> Iterator[Any]:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    prefix = f"views-test-{uuid.uuid4().hex[:8]}"
-    with _views_in({"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                    "KEY_PREFIX": prefix}):
+    with factories.private_redis_cache(REDIS_URL, "views") as cache_settings, _views_in(cache_settings):
         yield caches["views"]
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 @pytest.fixture(params=["redis", "locmem"])
