@@ -152,7 +152,7 @@ def test_record_views_middleware_records_only_pages_that_succeeded() -> None:
 def test_training_chooses_by_held_out_baskets_and_goes_live(retail_events: dict[str, Any]) -> None:
     trained = retail_events
     run("import_events", str(trained["train"]), "--columns", behaviour_data.COLUMNS)
-    run("similarity_train", "--behaviour")
+    out = run("similarity_train", "--behaviour")
     row = BehaviourModel.objects.get(live=True)
     assert set(row.metrics) == {"cosine", "ease", "als"}
     best = max(row.metrics, key=lambda a: (row.metrics[a]["hit@10"], row.metrics[a]["mrr"]))
@@ -165,6 +165,10 @@ def test_training_chooses_by_held_out_baskets_and_goes_live(retail_events: dict[
     assert chosen["positions"] >= 30 and len(chosen["grid"]) == 15
     assert [chosen["hit@10"], chosen["mrr"]] == pytest.approx(max(chosen["grid"].values()), abs=1e-4)
     assert (artifact.mix.cooccurrence, artifact.mix.recency) == (chosen["cooccurrence"], chosen["recency"])
+    # ... and the command says which mix it chose, and how it scored
+    assert (f"recent views: bought-together weight {chosen['cooccurrence']:g}, recency {chosen['recency']:g} "
+            f"(hit@10 {chosen['hit@10']:.4f}, mrr {chosen['mrr']:.4f} on {chosen['positions']} held-out next items"
+            in out)
     index = behaviour_index()
     assert index.count() == row.items == len(trained["skus"])
     anchor = trained["products"][trained["skus"][0]]
@@ -349,6 +353,14 @@ def test_recent_views_mix_is_chosen_by_the_next_items_after_the_cut() -> None:
 
     # too little after the cut: the defaults, unmeasured
     assert choose_mix(before + visitors([2, 3], 1, 30), _day(30), neighbours) == (algorithms.Mix(), {})
+
+
+def test_the_training_report_names_an_unmeasured_or_missing_mix() -> None:
+    from similarity.behaviour.report import mix_line
+
+    assert mix_line({"recent_views": {"cooccurrence": 1.0, "recency": 0.5}}) == (
+        "recent views: bought-together weight 1, recency 0.5 (the defaults: too little held-out data to choose a mix)")
+    assert mix_line({"alpha": 1.0}) == "recent views: the default mix (this model stores none)"
 
 
 def test_artifacts_without_a_validated_mix_serve_as_before(tmp_path: Path) -> None:

@@ -3,8 +3,11 @@ into ``WidgetStat`` by the periodic task and the admin page, and never losing a 
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -16,7 +19,7 @@ from django.core.checks import run_checks
 from django.test import override_settings
 from django.utils import timezone
 
-from similarity import services, tasks
+from similarity import breaker, cache_guard, services, tasks
 from similarity.behaviour import analytics
 from similarity.behaviour.models import WidgetStat
 
@@ -33,6 +36,12 @@ def _buffered(cache_settings: dict[str, Any], buffer: bool | None = None) -> ove
         CACHES={**settings.CACHES, "beacon": cache_settings},
         SIMILARITY={**settings.SIMILARITY, "BEACON_CACHE": "beacon", "BEACON_BUFFER": buffer},
     )
+
+
+@pytest.fixture(autouse=True)
+def _breaker_closed() -> Iterator[None]:
+    yield
+    breaker.close()  # a test that took a cache down leaves no open breaker to the next
 
 
 @pytest.fixture
@@ -193,11 +202,69 @@ def test_redis_counts_concurrent_hits_exactly_while_flushing(redis_cache: Any) -
                        ("bought_together", "p1", day.isoformat()): per_placement}
 
 
-def test_a_redis_that_is_down_leaves_the_count_to_the_database(client: Any) -> None:
-    with _buffered({"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}):
+def _redis_at(port: int) -> dict[str, Any]:
+    return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}  # as docs/deploy.md asks
+
+
+def test_a_redis_that_is_down_leaves_the_count_to_the_database(client: Any, admin_client: Any,
+                                                               caplog: Any) -> None:
+    """Nothing listens on port 9: every hit answers 204 and is counted in the database; after the
+    first failure the breaker keeps the beacon off the cache (one warning); the admin page opens."""
+    with _buffered(_redis_at(9)), caplog.at_level(logging.WARNING, logger="similarity.cache_guard"):
         assert analytics.buffered()
-        hit(client)
+        for event in "iic":
+            hit(client, event=event)
+        assert breaker.is_open(cache_guard.label("beacon"))
+        page = admin_client.get("/admin/similarity/widgetstat/")
+        assert page.status_code == 200 and "could not be read from the cache" in page.content.decode()
+    assert list(stats().values()) == [(2, 1)]
+    assert len([r for r in caplog.records if r.name == "similarity.cache_guard"]) == 1
+
+
+def test_a_hung_redis_costs_one_timeout_then_the_database_counts(client: Any, admin_client: Any) -> None:
+    """A Redis that accepts connections and never answers: the first hit waits its socket timeout
+    once and is counted in the database; the next hits do not touch the cache; nothing is lost."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # connections complete in the backlog; nothing reads or answers
+    try:
+        with _buffered(_redis_at(hung.getsockname()[1])):
+            started = time.monotonic()
+            hit(client)
+            first = time.monotonic() - started
+            started = time.monotonic()
+            for event in "iiic":
+                hit(client, event=event)
+            later = time.monotonic() - started
+            hung.setblocking(False)
+            connections = []
+            while True:
+                try:
+                    connections.append(hung.accept()[0])
+                except BlockingIOError:
+                    break
+            for conn in connections:
+                conn.close()
+            assert 0.25 < first < 30, "one socket timeout, not a hang"
+            assert later < 0.25 * 4, "with the breaker open no hit waited on the hung cache"
+            assert len(connections) == 1, "with the breaker open no later hit tried the hung cache"
+            assert list(stats().values()) == [(4, 1)]
+            # the admin page's flush is not behind the breaker: it meets the timeout, warns, opens
+            page = admin_client.get("/admin/similarity/widgetstat/")
+            assert page.status_code == 200 and "could not be read from the cache" in page.content.decode()
+    finally:
+        hung.close()
+
+
+def test_the_first_hit_after_the_breaker_tries_the_cache_again(redis_cache: Any, client: Any) -> None:
+    breaker.trip(cache_guard.label("beacon"), "down a moment ago")
+    hit(client)  # breaker open: the database counts it, the cache is not touched
     assert list(stats().values()) == [(1, 0)]
+    breaker.close(cache_guard.label("beacon"))  # BREAKER_SECONDS later
+    hit(client)
+    assert list(stats().values()) == [(1, 0)]  # in the cache now
+    assert services.flush_widget_stats()["flushed"] == 1 and list(stats().values()) == [(2, 0)]
 
 
 def test_an_unknown_beacon_cache_is_a_system_check_error() -> None:
@@ -225,6 +292,8 @@ def test_a_counter_whose_listing_failed_is_listed_by_the_next_hit(locmem: Any, c
     monkeypatch.setattr(analytics, "_list", fails)
     hit(client)
     monkeypatch.setattr(analytics, "_list", listing)
+    assert breaker.is_open(cache_guard.label("beacon"))  # a transport error: the cache is left alone a while
+    breaker.close()  # BREAKER_SECONDS later
     assert stats() == {}  # counted in the cache, not twice
     assert services.flush_widget_stats()["flushed"] == 0  # not on the list yet
     hit(client)

@@ -15,6 +15,19 @@ and whenever the admin page opens. Nothing is lost on the way:
   default's local-memory cache is per process), or it fails, the hit is one UPDATE of the
   counter row as before (:func:`add_to_database`).
 
+A cache that is down or hung (:mod:`similarity.cache_guard`, the breaker the pages use, one per
+``CACHES`` alias): the beacon still answers 204 and the hit is counted in the database. A refused
+connection fails at once; a hung Redis costs the one hit that meets it its socket timeout (set
+``socket_timeout`` in ``CACHES[...]["OPTIONS"]``, docs/deploy.md; without it that hit waits for
+the kernel). Either failure opens the breaker for ``SIMILARITY["BREAKER_SECONDS"]``: the hits
+meanwhile go straight to the database without touching the cache, and the first hit after it
+tries the cache again. What can still go wrong: a hit whose increment reached Redis but whose
+answer timed out is counted in the database too (counted twice rather than lost); a counter
+incremented whose listing then failed is flushed only once a later hit of it (the same widget,
+placement, event and day) lists it; and with the database down as well the beacon fails. The
+flush (the periodic task, the admin page) does not use the breaker: it raises, the task retries at
+its next run and the admin page shows its figures with a warning; the counts wait in the cache.
+
 Cache layout: ``<prefix>:<day>:<digest of widget and placement>:<i|c>`` counters, and per day a
 numbered list of the counters created that day (``<prefix>:<day>:n`` and ``<prefix>:<day>:slot:N``),
 since a cache cannot be listed; a counter's ``:listed`` marker, read in the same round trip as
@@ -25,7 +38,6 @@ yesterday are removed from the cache once flushed.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
@@ -36,10 +48,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .. import cache_guard
 from ..conf import get_settings
 from .models import WidgetStat
-
-logger = logging.getLogger(__name__)
 
 EVENTS = {"i": "impressions", "c": "clicks"}
 PREFIX = "similarity:beacon"
@@ -88,7 +99,12 @@ def _incr(cache: BaseCache, key: str, amount: int = 1, marker: str = "") -> tupl
         value = cache.incr(key, amount)
     except ValueError:  # no such key yet
         value = amount if cache.add(key, amount, timeout=None) else cache.incr(key, amount)
-    return value, cache.get(marker) is not None if marker else True
+    if not marker:
+        return value, True
+    try:
+        return value, cache.get(marker) is not None
+    except Exception:  # counted already, so no error (the caller would count it again): listing decides
+        return value, False
 
 
 def count(widget: str, placement: str, event: str) -> None:
@@ -97,18 +113,15 @@ def count(widget: str, placement: str, event: str) -> None:
     if not buffered():
         add_to_database(day, widget, placement, **{EVENTS[event]: 1})
         return
-    cache, counter = _cache(), _counter(day, widget, placement, event)
-    try:
-        _value, listed = _incr(cache, counter, marker=f"{counter}:listed")
-    except Exception as exc:  # the cache is down: the database still counts the hit
-        logger.warning("beacon: the cache failed (%s); counting in the database", exc)
+    alias, counter = get_settings().beacon_cache, _counter(day, widget, placement, event)
+    counted = cache_guard.guarded(f"beacon count {counter}",
+                                  lambda cache: _incr(cache, counter, marker=f"{counter}:listed"), None, alias)
+    if counted is None:  # the cache failed (now, or a moment ago: breaker open): the database counts it
         add_to_database(day, widget, placement, **{EVENTS[event]: 1})
         return
-    if not listed:
-        try:
-            _list(cache, day, counter, (widget, placement, event))
-        except Exception as exc:  # counted already; the next hit of this counter lists it
-            logger.warning("beacon: listing counter %s failed (%s); the next hit retries", counter, exc)
+    if not counted[1]:  # a failure is logged; counted already, the next hit of this counter lists it
+        cache_guard.guarded(f"beacon listing {counter}",
+                            lambda cache: _list(cache, day, counter, (widget, placement, event)), None, alias)
 
 
 def _list(cache: BaseCache, day: date, counter: str, row: tuple[str, str, str]) -> None:

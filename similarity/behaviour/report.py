@@ -71,7 +71,21 @@ def run_training(command: BaseCommand, options: dict[str, Any]) -> None:
         command.stdout.write(
             f"  {name:<8} on the newest baskets: hit@10 {values['hit@10']:.4f}, mrr {values['mrr']:.4f}"
         )
+    command.stdout.write(mix_line(row.params))
     state = "live now" if row.live else "stored (not live)"
     command.stdout.write(
         f"{state}: {row.version} ({row.algorithm}, {row.items} items from {row.events} events, {row.seconds:.1f} s)"
     )
+
+
+def mix_line(params: dict[str, Any]) -> str:
+    """The recent-views mix a training chose (``params["recent_views"]``), as one line."""
+    chosen = params.get("recent_views") or {}
+    if "cooccurrence" not in chosen:  # a model trained before the mix was chosen
+        return "recent views: the default mix (this model stores none)"
+    mix = f"recent views: bought-together weight {chosen['cooccurrence']:g}, recency {chosen['recency']:g}"
+    hit = next((key for key in chosen if key.startswith("hit@")), None)
+    if hit is None or not chosen.get("positions"):
+        return f"{mix} (the defaults: too little held-out data to choose a mix)"
+    return (f"{mix} ({hit} {chosen[hit]:.4f}, mrr {chosen['mrr']:.4f} on {chosen['positions']} held-out "
+            f"next items after the newest baskets' cut; best of {len(chosen.get('grid', {}))} mixes)")
