@@ -32,29 +32,32 @@ def _cpu_seconds() -> float:
 
 
 @contextmanager
-def levers(*, pipeline: bool, frozen_image: bool, torch_threads: int = 0) -> Iterator[None]:
-    """Turn the CPU levers on or off for a measurement (both are on by default).
+def levers(*, pipeline: bool, frozen_image: bool, onnx: bool = False, torch_threads: int = 0) -> Iterator[None]:
+    """Turn the CPU levers on or off for a measurement (all are on by default).
 
     ``pipeline``: ``encoders.pipeline`` overlaps decoding and the two models in threads, with the
     cores split between the models; off, everything runs in the calling thread. ``frozen_image``:
-    the image model runs its frozen TorchScript copy on a CPU. ``torch_threads``: the calling
-    thread's intra-op threads while off-pipeline (0: torch's default).
+    the image model runs an optimised copy on a CPU (the frozen TorchScript one, or with
+    ``onnx`` ONNX Runtime's). ``onnx``: both models' float32 forward passes on ONNX Runtime
+    (encoders/onnx_runtime.py). ``torch_threads``: the calling thread's intra-op threads while
+    off-pipeline (0: torch's default).
     """
     import torch
 
     from similarity import registry
     from similarity.encoders import pipeline as encode_pipeline
 
-    image = registry.base_image_encoder()
-    saved = (encode_pipeline.CONCURRENT, image.optimise, torch.get_num_threads())
+    image, text = registry.base_image_encoder(), registry.base_text_encoder()
+    saved = (encode_pipeline.CONCURRENT, image.optimise, image.onnx, text.onnx, torch.get_num_threads())
     encode_pipeline.CONCURRENT, image.optimise = pipeline, frozen_image
+    image.onnx = text.onnx = onnx
     if torch_threads:
         torch.set_num_threads(torch_threads)
     try:
         yield
     finally:
-        encode_pipeline.CONCURRENT, image.optimise = saved[0], saved[1]
-        torch.set_num_threads(saved[2])
+        encode_pipeline.CONCURRENT, image.optimise, image.onnx, text.onnx = saved[:4]
+        torch.set_num_threads(saved[4])
 
 
 def _index_in_batches(ids: list[Any], batch_size: int) -> None:
@@ -72,14 +75,16 @@ def _one_at_a_time(ids: list[Any]) -> None:
         services.index_products([pk], force=True)
 
 
-#: the ablation, cumulative: (name, how, pipeline, frozen image model, text int8, fewer threads)
+#: the ablation, cumulative: (name, how, pipeline, frozen image model, ONNX Runtime, text int8,
+#: fewer threads)
 ABLATION = (
-    ("one at a time, plain fp32 (the baseline)", "single", False, False, False, False),
-    ("batched, plain fp32", "batched", False, False, False, False),
-    ("batched, plain fp32, torch threads = cores/2", "batched", False, False, False, True),
-    ("+ pipeline: decode/text/image overlapped, cores split", "batched", True, False, False, False),
-    ("+ frozen image model (the default)", "batched", True, True, False, False),
-    ("+ int8 text model (opt-in)", "batched", True, True, True, False),
+    ("one at a time, plain fp32 (the baseline)", "single", False, False, False, False, False),
+    ("batched, plain fp32", "batched", False, False, False, False, False),
+    ("batched, plain fp32, torch threads = cores/2", "batched", False, False, False, False, True),
+    ("+ pipeline: decode/text/image overlapped, cores split", "batched", True, False, False, False, False),
+    ("+ frozen TorchScript image model", "batched", True, True, False, False, False),
+    ("+ ONNX Runtime, both models (the default)", "batched", True, True, True, False, False),
+    ("+ int8 text model (opt-in, torch)", "batched", True, True, True, True, False),
 )
 
 
@@ -99,7 +104,9 @@ def bench_reindex(products: list[Any], *, n_single: int, n_ablation: int, batch_
     warm = ids[:2]
     with levers(pipeline=False, frozen_image=False):
         _one_at_a_time(warm)
-    _index_in_batches(warm, batch_size)  # loads the frozen copy, starts the threads
+    _index_in_batches(warm, batch_size)  # loads the ONNX Runtime copies, starts the threads
+    with levers(pipeline=True, frozen_image=True):
+        _index_in_batches(warm, batch_size)  # and the frozen TorchScript one (an ablation row)
     single_ids = ids[:n_single]
     plain_rates = []
     with levers(pipeline=False, frozen_image=False):
@@ -131,10 +138,10 @@ def ablation(ids: list[Any], *, batch_size: int, repeats: int) -> dict[str, Any]
     rates: dict[str, list[float]] = {name: [] for name, *_rest in ABLATION}
     cpu_ms: dict[str, list[float]] = {name: [] for name, *_rest in ABLATION}
     for _round in range(repeats):
-        for name, how, pipeline, frozen, int8, fewer_threads in ABLATION:
+        for name, how, pipeline, frozen, onnx, int8, fewer_threads in ABLATION:
             quantised = {**settings.SIMILARITY, "TEXT_QUANTIZATION": "int8"} if int8 else settings.SIMILARITY
             threads = model_threads()[0] if fewer_threads else 0
-            with override_settings(SIMILARITY=quantised), levers(pipeline=pipeline, frozen_image=frozen,
+            with override_settings(SIMILARITY=quantised), levers(pipeline=pipeline, frozen_image=frozen, onnx=onnx,
                                                                  torch_threads=threads):
                 run = (lambda: _one_at_a_time(ids)) if how == "single" else (lambda: _index_in_batches(ids, batch_size))
                 if int8 and _round == 0:

@@ -87,6 +87,11 @@ class SimilaritySettings:
     #: "int8": the text model's Linear layers dynamically quantised on a CPU (a new model
     #: version, so every text is re-encoded); "" float32. Off by default: docs/benchmarks.md
     text_quantization: str = ""
+    #: "onnx": on a CPU the float32 models run on ONNX Runtime (exported in memory from the same
+    #: weights, checked against torch; the same vectors, so the same model version; 2.3x the
+    #: images/s and 1.3x the texts/s of torch on the bench machine, docs/benchmarks.md), falling
+    #: back to torch when it is missing or differs; "torch": torch only
+    cpu_runtime: str = "onnx"
     max_images: int = 4
     max_image_pixels: int = 90_000_000
     #: the same cap for photos decoded in the web process (the admin explorer's uploads), which
@@ -114,6 +119,7 @@ class SimilaritySettings:
     views_cache: str = "default"
 
 
+CPU_RUNTIMES = frozenset({"onnx", "torch"})
 _INDEX_KEYS = {f.upper(): f for f in IndexSettings.__dataclass_fields__}
 _TOP_KEYS = {f.upper(): f for f in SimilaritySettings.__dataclass_fields__}
 
@@ -134,6 +140,9 @@ def _build(raw: dict[str, Any]) -> SimilaritySettings:
         elif name == "weights":
             value = dict(value)
         kwargs[name] = value
+    if kwargs.get("cpu_runtime", "onnx") not in CPU_RUNTIMES:
+        raise SimilarityConfigError(
+            f"SIMILARITY['CPU_RUNTIME'] is {kwargs['cpu_runtime']!r}: choose one of {sorted(CPU_RUNTIMES)}.")
     return SimilaritySettings(**kwargs)
 
 

@@ -2,8 +2,9 @@
 
 :func:`index_products` is the one routine every write path ends in (tasks, commands, rebuilds):
 it re-encodes a modality only when its content or model changed, always refreshes the payload
-and removes what no longer exists. The batch is encoded by ``encoders.pipeline.encode_batch``
-(decoding, the text and the image forward passes overlapped in threads).
+and removes what no longer exists. The batch is encoded by ``encoders.pipeline.submit_batch``
+(decoding, the text and the image forward passes overlapped in threads); :func:`start_indexing`
+lets a rebuild queue the next batch's encoding before it writes the previous one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
@@ -91,12 +92,23 @@ def index_products(
     nothing is marked done and the outbox rows stay. ``settle=False`` (a rebuild
     filling a new generation) leaves the outbox to the live path.
     """
+    return start_indexing(ids, model=model, force=force, index=index, settle=settle)()
+
+
+def start_indexing(
+    ids: Iterable[Any], *, model: Any = None, force: bool = False, index: VectorIndex | None = None,
+    settle: bool = True,
+) -> Callable[[], IndexReport]:
+    """:func:`index_products` in two steps: this reads the objects and queues their encoding
+    (``encoders.pipeline.submit_batch``), and returns the step that waits for the vectors and
+    writes the points and the state. A rebuild starts batch N+1 before it finishes batch N, so
+    the models encode while the previous batch is written. The batches must be disjoint."""
     spec = registry.get_spec(model)
     label = spec.label
     keys = sorted({spec.object_key(i) for i in ids})
     report = IndexReport()
     if not keys:
-        return report
+        return lambda: report
     conf = get_settings()
     index = index or registry.vector_index(spec)
     text_encoder, image_encoder = registry.text_encoder(), registry.image_encoder()
@@ -150,27 +162,45 @@ def index_products(
     text_items = [item for item in items if item.encode_text]
     image_jobs = [(pos, name, data) for pos, item in enumerate(items) if item.encode_image
                   for name, data in item.image_blobs]
+    encoding = None
     if text_items or image_jobs:
-        from .encoders.pipeline import encode_batch  # Pillow + threads; kept off pages' imports
+        from .encoders.pipeline import submit_batch  # Pillow + threads; kept off pages' imports
 
-        encoded = encode_batch(text_encoder, [item.text for item in text_items], image_encoder, image_jobs,
-                               max_pixels=conf.max_image_pixels)
-        if encoded.text is not None:
-            for item, vector in zip(text_items, encoded.text, strict=True):
-                item.vectors["text"] = vector.tolist()
-            report.encoded["text"] += len(text_items)
-        for pos, error in encoded.errors:
-            items[pos].image_errors.append(error)
-        per_item: dict[int, list[np.ndarray]] = {}
-        for pos, vector in encoded.images:
-            per_item.setdefault(pos, []).append(vector)
-        for pos, vectors in per_item.items():
-            # Several images: the mean of their normalised vectors, normalised again.
-            mean = np.mean(vectors, axis=0)
-            items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
-            report.encoded["image"] += 1
+        encoding = submit_batch(text_encoder, [item.text for item in text_items], image_encoder, image_jobs,
+                                max_pixels=conf.max_image_pixels)
 
-    # -- write the points, then the state ----------------------------------------------------
+    target: VectorIndex = index
+
+    def finish() -> IndexReport:
+        if encoding is not None:
+            _take_vectors(encoding(), items, text_items, report)
+        return _write(spec, target, items, gone, tokens, versions, read_at, report, settle=settle)
+
+    return finish
+
+
+def _take_vectors(encoded: Any, items: list[_Item], text_items: list[_Item], report: IndexReport) -> None:
+    """The batch's vectors onto its items (several images: their mean, normalised)."""
+    if encoded.text is not None:
+        for item, vector in zip(text_items, encoded.text, strict=True):
+            item.vectors["text"] = vector.tolist()
+        report.encoded["text"] += len(text_items)
+    for pos, error in encoded.errors:
+        items[pos].image_errors.append(error)
+    per_item: dict[int, list[np.ndarray]] = {}
+    for pos, vector in encoded.images:
+        per_item.setdefault(pos, []).append(vector)
+    for pos, vectors in per_item.items():
+        # Several images: the mean of their normalised vectors, normalised again.
+        mean = np.mean(vectors, axis=0)
+        items[pos].vectors["image"] = (mean / max(np.linalg.norm(mean), 1e-12)).tolist()
+        report.encoded["image"] += 1
+
+
+def _write(spec: IndexSpec, index: VectorIndex, items: list[_Item], gone: list[str], tokens: Any,
+           versions: dict[str, str], read_at: str, report: IndexReport, *, settle: bool) -> IndexReport:
+    """Write the points, then the state."""
+    label = spec.label
     points = []
     for item in items:
         if not item.vectors:

@@ -21,7 +21,7 @@ from django.db.models.functions import Now
 from . import registry
 from .backlog import iter_batches
 from .index.base import VectorIndex
-from .indexing import index_products
+from .indexing import index_products, start_indexing
 from .models import PendingChange, RebuildCheckpoint
 from .results import IndexReport
 from .specs import IndexSpec
@@ -59,11 +59,21 @@ def rebuild_index(
     report = IndexReport()
     start_after = spec.to_pk(checkpoint.last_key) if checkpoint.last_key else None
     try:
+        # Batch N+1 is read and its encoding queued before batch N is written: the models keep
+        # encoding while the points and the state are written (encoders/pipeline.py).
+        pending: tuple[Callable[[], IndexReport], Any, int] | None = None
         for batch in iter_batches(spec.get_queryset(), batch_size, start_after=start_after):
-            report.merge(index_products(batch, model=spec, force=True, index=target, settle=False))
-            RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=spec.object_key(batch[-1]))
-            if progress:
-                progress(len(batch))
+            try:
+                started_next = start_indexing(batch, model=spec, force=True, index=target, settle=False)
+            except BaseException:
+                if pending:  # keep the batch already encoded (and the checkpoint past it), then stop
+                    _finish_quietly(pending, checkpoint, report, progress)
+                raise
+            if pending:
+                _finish_batch(pending, checkpoint, report, progress)
+            pending = (started_next, spec.object_key(batch[-1]), len(batch))
+        if pending:
+            _finish_batch(pending, checkpoint, report, progress)
         applied = _catch_up(spec, target, since=checkpoint.started_at, report=report,
                             skip=frozenset(report.covered))
         # HNSW graphs are built before the switch (nobody reads this generation yet), so the new
@@ -89,6 +99,25 @@ def rebuild_index(
         target.close()  # let go of the new generation, so a resumed run (or another process) can open it
         raise
     return report
+
+
+def _finish_batch(pending: tuple[Callable[[], IndexReport], Any, int], checkpoint: RebuildCheckpoint,
+                  report: IndexReport, progress: Callable[[int], None] | None) -> None:
+    """Write a started batch, then move the checkpoint past it."""
+    finish, last_key, size = pending
+    report.merge(finish())
+    RebuildCheckpoint.objects.filter(pk=checkpoint.pk).update(last_key=last_key)
+    if progress:
+        progress(size)
+
+
+def _finish_quietly(pending: tuple[Callable[[], IndexReport], Any, int], checkpoint: RebuildCheckpoint,
+                    report: IndexReport, progress: Callable[[int], None] | None) -> None:
+    """:func:`_finish_batch` while another error is on its way: its own failure is only logged."""
+    try:
+        _finish_batch(pending, checkpoint, report, progress)
+    except Exception:
+        logger.exception("rebuild: the batch before the failure could not be written either")
 
 
 def _hold_off_writers(checkpoint: RebuildCheckpoint) -> None:

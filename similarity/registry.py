@@ -105,11 +105,11 @@ def base_text_encoder() -> Any:
     conf = get_settings()
     return _cached(
         f"text:{conf.text_model}:{conf.device}:{conf.batch_size}:{conf.cpu_batch_size}:{conf.half_precision}"
-        f":{conf.text_quantization}",
+        f":{conf.text_quantization}:{conf.cpu_runtime}",
         lambda: SentenceTransformerTextEncoder(
             conf.text_model, device=conf.device, batch_size=conf.batch_size,
             half_precision=conf.half_precision, cpu_batch_size=conf.cpu_batch_size,
-            quantization=conf.text_quantization,
+            quantization=conf.text_quantization, onnx=conf.cpu_runtime == "onnx",
         ),
     )
 
@@ -120,10 +120,11 @@ def base_image_encoder() -> Any:
     conf = get_settings()
     return _cached(
         f"image:{conf.image_model}:{conf.image_checkpoint}:{conf.device}:{conf.batch_size}:"
-        f"{conf.cpu_batch_size}:{conf.half_precision}",
+        f"{conf.cpu_batch_size}:{conf.half_precision}:{conf.cpu_runtime}",
         lambda: TimmImageEncoder(
             conf.image_model, checkpoint=conf.image_checkpoint, device=conf.device,
             batch_size=conf.batch_size, half_precision=conf.half_precision, cpu_batch_size=conf.cpu_batch_size,
+            onnx=conf.cpu_runtime == "onnx",
         ),
     )
 

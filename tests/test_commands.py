@@ -86,19 +86,19 @@ def test_reindex_all_rebuilds_with_zero_downtime(dispatched):
     assert live.count() == 5
     # During the next rebuild the live generation keeps answering.
     seen_during = []
-    real = services.index_products
+    import similarity.rebuild as svc
+
+    real = svc.start_indexing  # each batch of the rebuild starts here
 
     def spying(ids, **kwargs):
         seen_during.append(services.find_similar(products[0]).status)
         return real(ids, **kwargs)
 
-    import similarity.rebuild as svc
-
-    svc.index_products = spying
+    svc.start_indexing = spying
     try:
         run("similarity_reindex", "--all", "--batch-size", "2")
     finally:
-        svc.index_products = real
+        svc.start_indexing = real
     assert seen_during and set(seen_during) == {"ok"}
     assert live.generation != first_generation
     assert live.count() == 5
@@ -109,22 +109,22 @@ def test_reindex_all_rebuilds_with_zero_downtime(dispatched):
 def test_reindex_all_resumes_after_interruption(dispatched):
     products = [factories.product(f"Mug {i}") for i in range(6)]
     calls = {"n": 0}
-    real = services.index_products
+    import similarity.rebuild as svc
+
+    real = svc.start_indexing
 
     def failing(ids, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # while the second batch starts: the first is written first
         return real(ids, **kwargs)
 
-    import similarity.rebuild as svc
-
-    svc.index_products = failing
+    svc.start_indexing = failing
     try:
         with pytest.raises(KeyboardInterrupt):
             run("similarity_reindex", "--all", "--batch-size", "2")
     finally:
-        svc.index_products = real
+        svc.start_indexing = real
     checkpoint = RebuildCheckpoint.objects.get()
     assert checkpoint.last_key == str(products[1].pk)
     out, _ = run("similarity_reindex", "--all", "--batch-size", "2")
@@ -140,26 +140,27 @@ def test_changes_during_a_rebuild_are_caught_up(dispatched, settings):
     b = factories.product("Chair")
     b_pk = b.pk
     run("similarity_reindex", "--all")
-    real = services.index_products
     import similarity.rebuild as svc
 
+    real = svc.start_indexing
+
     def meddling(ids, **kwargs):
-        result = real(ids, **kwargs)
+        result = real(ids, **kwargs)  # the batch is read; it is written later
         if not kwargs.get("settle", True) and not Product.objects.filter(title="Lamp, renamed").exists():
             # A merchant edits and deletes while the rebuild runs (and the live path handles it).
             Product.objects.filter(pk=a.pk).update(title="Lamp, renamed")
             changes.write_outbox("catalog.product", [str(a.pk)])
-            real([a.pk])
+            services.index_products([a.pk])
             gone = b.pk
             b.delete()
             services.remove_products([gone])
         return result
 
-    svc.index_products = meddling
+    svc.start_indexing = meddling
     try:
         run("similarity_reindex", "--all", "--restart")
     finally:
-        svc.index_products = real
+        svc.start_indexing = real
     index = registry.vector_index()
     assert index.count() == 1
     spec = registry.get_spec()

@@ -1,5 +1,5 @@
-"""The encode pipeline and the CPU levers (frozen image model, int8 text model), on the real
-models with the offline weights."""
+"""The encode pipeline and the CPU levers (ONNX Runtime, frozen image model, int8 text model), on
+the real models with the offline weights."""
 
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ def test_frozen_cpu_image_model_matches_the_eager_one(monkeypatch):
     monkeypatch.setattr(encoder, "optimise", False)
     eager = encoder.encode_tensors(tensors)
     monkeypatch.setattr(encoder, "optimise", True)
+    monkeypatch.setattr(encoder, "onnx", False)  # the frozen TorchScript copy, not ONNX Runtime's
     assert encoder.runner is not encoder.model, "the frozen copy was made"
     frozen = encoder.encode_tensors(tensors)
     one = encoder.encode_tensors(tensors[:1])  # another batch size through the same trace
@@ -122,3 +123,109 @@ def test_text_quantization_comes_from_settings(settings):
     assert registry.base_text_encoder().quantization == "int8"
     with pytest.raises(ValueError, match="text quantization 'int4'"):
         SentenceTransformerTextEncoder(quantization="int4")
+
+
+# -- ONNX Runtime (encoders/onnx_runtime.py) ---------------------------------------------------
+def _fresh_encoders(**kwargs):
+    from similarity.encoders.image_model import TimmImageEncoder
+
+    return SentenceTransformerTextEncoder(device="cpu", **kwargs), TimmImageEncoder(device="cpu", **kwargs)
+
+
+@pytest.mark.slow
+def test_onnx_runtime_runs_both_models_with_the_same_vectors_and_version():
+    """The default on a CPU: both float32 models exported in memory and run on ONNX Runtime; the
+    vectors are torch's to float rounding, so the model versions (and the index) stay the same."""
+    from similarity.encoders.onnx_runtime import OnnxRunner
+
+    text, image = _fresh_encoders()
+    torch_text, torch_image = _fresh_encoders(onnx=False)
+    assert isinstance(text.onnx_runner, OnnxRunner) and isinstance(image.runner, OnnxRunner)
+    assert torch_text.onnx_runner is None and not isinstance(torch_image.runner, OnnxRunner)
+    long_text = " ".join(TEXTS * 60)  # past the model's 256 tokens: truncated the same way
+    a, b = text.encode([*TEXTS, long_text]), torch_text.encode([*TEXTS, long_text])
+    assert a.shape == b.shape == (len(TEXTS) + 1, 384)
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.9999
+    tensors = [image.preprocess(img) for img in _decoded()]
+    x, y = image.encode_tensors(tensors), torch_image.encode_tensors(tensors)
+    assert float(np.min(np.sum(x * y, axis=1))) > 0.9999
+    np.testing.assert_allclose(image.encode_tensors(tensors[:1])[0], x[0], atol=1e-4)  # another batch size
+    assert (text.version, image.version) == (torch_text.version, torch_image.version)
+    # the int8 text model stays torch's (its own version)
+    assert SentenceTransformerTextEncoder(device="cpu", quantization="int8").onnx_runner is None
+
+
+@pytest.mark.slow
+def test_without_onnxruntime_the_models_run_on_torch(monkeypatch):
+    from similarity.encoders import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
+    text, image = _fresh_encoders()
+    assert text.onnx_runner is None
+    assert not isinstance(image.runner, onnx_runtime.OnnxRunner) and image.runner is not image.model  # frozen
+    assert text.encode(TEXTS[:2]).shape == (2, 384)
+
+
+@pytest.mark.slow
+def test_an_onnx_copy_that_differs_from_torch_is_not_used(monkeypatch, caplog):
+    """The check on the probe input: a copy whose output is not torch's (here: a bar no model
+    can pass) is dropped with a warning and torch runs."""
+    from similarity.encoders import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "MIN_COSINE", 1.5)
+    text, _image = _fresh_encoders()
+    with caplog.at_level("WARNING", logger="similarity.encoders.onnx_runtime"):
+        assert text.onnx_runner is None
+    assert "differs from torch's" in caplog.text
+    assert text.encode(TEXTS[:1]).shape == (1, 384)
+
+
+def test_an_export_that_fails_leaves_the_model_on_torch(monkeypatch, caplog):
+    from similarity.encoders import onnx_runtime
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_runtime, "export", broken)
+    with caplog.at_level("WARNING", logger="similarity.encoders.onnx_runtime"):
+        assert onnx_runtime.build("a model", torch.nn.Linear(2, 2), (torch.zeros(1, 2),), ["x"], {},
+                                  lambda: np.zeros((1, 2))) is None
+    assert "cannot run on ONNX Runtime (unsupported operator)" in caplog.text
+
+
+def test_cpu_runtime_comes_from_settings(settings):
+    from similarity.exceptions import SimilarityConfigError
+
+    assert registry.base_text_encoder().onnx and registry.base_image_encoder().onnx
+    settings.SIMILARITY = {**settings.SIMILARITY, "CPU_RUNTIME": "torch"}
+    assert not registry.base_text_encoder().onnx and not registry.base_image_encoder().onnx
+    settings.SIMILARITY = {**settings.SIMILARITY, "CPU_RUNTIME": "tensorrt"}
+    with pytest.raises(SimilarityConfigError, match="CPU_RUNTIME"):
+        registry.base_text_encoder()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_encodes_the_next_batch_while_it_writes_the_last(monkeypatch, dispatched):
+    """``start_indexing`` queues batch N+1's encoding before batch N is written; every product
+    ends up indexed, once."""
+    from similarity import indexing, services
+
+    products = [factories.product(f"Product {n}", description="cotton towel" if n % 2 else "steel watch")
+                for n in range(5)]
+    events: list[str] = []
+    real_submit, real_write = pipeline.submit_batch, indexing._write
+
+    def submit(*args, **kwargs):
+        events.append("encode")
+        return real_submit(*args, **kwargs)
+
+    def write(*args, **kwargs):
+        events.append("write")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "submit_batch", submit)
+    monkeypatch.setattr(indexing, "_write", write)
+    report = services.rebuild_index(batch_size=2)
+    assert events == ["encode", "encode", "write", "encode", "write", "write"]
+    assert report.indexed == 5 and report.encoded["text"] == 5
+    assert registry.vector_index().count() == len(products)

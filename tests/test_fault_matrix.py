@@ -92,7 +92,7 @@ def test_product_deleted_during_a_rebuild(dispatched: Any) -> None:
     call_command("similarity_reindex", "--all", verbosity=0)
     import similarity.rebuild as rebuild
 
-    real = rebuild.index_products
+    real = rebuild.start_indexing
     deleted: list[int] = []
 
     def deleting(ids: Any, **kwargs: Any) -> Any:
@@ -101,11 +101,11 @@ def test_product_deleted_during_a_rebuild(dispatched: Any) -> None:
             products[-1].delete()  # committed; the live path is only recorded (not run)
         return real(ids, **kwargs)
 
-    rebuild.index_products = deleting
+    rebuild.start_indexing = deleting
     try:
         call_command("similarity_reindex", "--all", "--restart", verbosity=0)
     finally:
-        rebuild.index_products = real
+        rebuild.start_indexing = real
     spec = registry.get_spec()
     assert registry.vector_index().retrieve([spec.point_id(deleted[0])]) == {}
     no_drift()

@@ -91,6 +91,7 @@ class TimmImageEncoder(LazyModel):
     def __init__(
         self, model: str = DEFAULT_IMAGE_MODEL, *, checkpoint: str = "", device: str = "auto",
         batch_size: int = 32, half_precision: bool = True, cpu_batch_size: int = 8, optimise: bool = True,
+        onnx: bool = True,
     ) -> None:
         super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision,
                          cpu_batch_size=cpu_batch_size)
@@ -100,7 +101,11 @@ class TimmImageEncoder(LazyModel):
         #: on a CPU, run a frozen TorchScript copy (batch norm folded into the convolutions,
         #: oneDNN kernels): the same weights, outputs equal to float rounding
         self.optimise = optimise
+        #: with ``optimise``, on a CPU: run on ONNX Runtime when it is installed and its output
+        #: matches (encoders/onnx_runtime.py), else the frozen TorchScript copy
+        self.onnx = onnx
         self._frozen: Any = None
+        self._onnx_runner: Any = None
 
     @property
     def device_name(self) -> str:
@@ -156,11 +161,32 @@ class TimmImageEncoder(LazyModel):
         model = self.model
         if not self.optimise or self.device != "cpu":
             return model
+        if self.onnx:
+            if self._onnx_runner is None:
+                with self._lock:
+                    if self._onnx_runner is None:
+                        self._onnx_runner = self._export_onnx(model) or False
+            if self._onnx_runner:
+                return self._onnx_runner
         if self._frozen is None:
             with self._lock:
                 if self._frozen is None:
                     self._frozen = freeze_for_cpu(model, self._input_size) or model
         return self._frozen
+
+    def _export_onnx(self, model: Any) -> Any:
+        import torch
+
+        from . import onnx_runtime
+
+        probe = (torch.rand((2, *self._input_size), generator=torch.Generator().manual_seed(0)),)
+
+        def reference() -> np.ndarray:
+            with torch.inference_mode():
+                return np.asarray(model(probe[0].contiguous(memory_format=torch.channels_last)).numpy())
+
+        return onnx_runtime.build(f"image model {self.name}", model, probe, ["x"],
+                                  {"x": {0: "batch"}, "out": {0: "batch"}}, reference)
 
     def preprocess(self, image: Image.Image) -> Any:
         return self.transform(image)
@@ -181,6 +207,9 @@ class TimmImageEncoder(LazyModel):
             step = self.micro_batch
             for start in range(0, len(tensors), step):
                 chunk = torch.stack(list(tensors[start : start + step]))
+                if runner is self._onnx_runner:  # ONNX Runtime: a contiguous float32 array in, numpy out
+                    out.append(runner(chunk.float().numpy()))
+                    continue
                 chunk = chunk.to(self.device, dtype=dtype, non_blocking=True, memory_format=torch.channels_last)
                 out.append(runner(chunk).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))

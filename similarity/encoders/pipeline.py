@@ -147,6 +147,18 @@ def encode_batch(
     A broken image becomes an error for its owner, never an exception; encoder failures
     propagate. With :data:`CONCURRENT` off, the same steps run one after the other here.
     """
+    return submit_batch(text_encoder, texts, image_encoder, images, max_pixels=max_pixels)()
+
+
+def submit_batch(
+    text_encoder: Any, texts: Sequence[str], image_encoder: Any,
+    images: Sequence[tuple[int, str, bytes]], *, max_pixels: int,
+) -> Callable[[], BatchVectors]:
+    """:func:`encode_batch` started: returns at once (the work queued on the model and decode
+    threads, behind any batch submitted before) with a function that waits for the vectors and
+    returns them (or raises the encoder's error). A rebuild submits the next batch before it
+    writes the previous one, so the models never wait for the writes. With :data:`CONCURRENT`
+    off, the batch is encoded here, before this returns."""
 
     def decode(job: tuple[int, str, bytes]) -> tuple[int, Any, str]:
         owner, name, data = job
@@ -183,15 +195,19 @@ def encode_batch(
 
     if not CONCURRENT:
         text_matrix = encode_texts()
-        result = encode_images([functools.partial(decode, job) for job in images]) if images else BatchVectors(None)
-        result.text = text_matrix
-        return result
+        done = encode_images([functools.partial(decode, job) for job in images]) if images else BatchVectors(None)
+        done.text = text_matrix
+        return lambda: done
 
     cpu = not str(image_encoder.device_name if images else text_encoder.device_name).startswith("cuda")
     text_pool, image_pool, decode_pool = _executors.get(cpu)
     text_future = _submit(text_pool, encode_texts) if texts else None
     decoding = [_submit(decode_pool, decode, job) for job in images]
     image_future = _submit(image_pool, encode_images, [future.result for future in decoding])
-    result = image_future.result()
-    result.text = text_future.result() if text_future is not None else None
+
+    def result() -> BatchVectors:
+        vectors: BatchVectors = image_future.result()
+        vectors.text = text_future.result() if text_future is not None else None
+        return vectors
+
     return result

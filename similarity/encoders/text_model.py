@@ -38,12 +38,17 @@ def quantize_linear_int8(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def _tokenize(model: Any, texts: list[str]) -> dict[str, Any]:
+    """The model's own tokenisation (``preprocess`` in sentence-transformers 5.x, ``tokenize`` before)."""
+    return dict((model.preprocess if hasattr(model, "preprocess") else model.tokenize)(texts))
+
+
 class SentenceTransformerTextEncoder(LazyModel):
     """Any sentence-transformers model name (hub) or local path. Loaded on first use."""
 
     def __init__(
         self, model: str = DEFAULT_TEXT_MODEL, *, device: str = "auto", batch_size: int = 32,
-        half_precision: bool = True, cpu_batch_size: int = 8, quantization: str = "",
+        half_precision: bool = True, cpu_batch_size: int = 8, quantization: str = "", onnx: bool = True,
     ) -> None:
         super().__init__(model, device=device, batch_size=batch_size, half_precision=half_precision,
                          cpu_batch_size=cpu_batch_size)
@@ -52,6 +57,11 @@ class SentenceTransformerTextEncoder(LazyModel):
         #: "int8": dynamic int8 quantisation of the Linear layers, on a CPU only (another model:
         #: the version says so); "": float32
         self.quantization = quantization
+        #: float32 on a CPU: the transformer's forward pass on ONNX Runtime when it is installed
+        #: and its output matches (encoders/onnx_runtime.py); tokenising and pooling stay the
+        #: model's own sentence-transformers modules
+        self.onnx = onnx
+        self._onnx_runner: Any = None
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -89,11 +99,76 @@ class SentenceTransformerTextEncoder(LazyModel):
                 self._version += f"+{self.quantization}"
         return self._version
 
+    @property
+    def onnx_runner(self) -> Any:
+        """The ONNX Runtime copy of the transformer (None: torch runs it): float32 on a CPU only."""
+        model = self.model
+        if not self.onnx or self.quantization or self.device_name.startswith("cuda"):
+            return None
+        if self._onnx_runner is None:
+            with self._lock:
+                if self._onnx_runner is None:
+                    self._onnx_runner = self._export_onnx(model) or False
+        return self._onnx_runner or None
+
+    def _export_onnx(self, model: Any) -> Any:
+        import torch
+
+        from . import onnx_runtime
+
+        transformer = model[0]
+        if not hasattr(transformer, "auto_model"):  # not a Hugging Face transformer first: stays on torch
+            return None
+        features = _tokenize(model, ["an onnx probe sentence", "a second, longer probe sentence for the check"])
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in features]
+
+        class TokenEmbeddings(torch.nn.Module):  # what sentence_transformers.models.Transformer computes
+            def __init__(self, auto_model: Any) -> None:
+                super().__init__()
+                self.auto_model = auto_model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.auto_model(**dict(zip(names, tensors, strict=True)), return_dict=False)[0]
+
+        module = TokenEmbeddings(transformer.auto_model).eval()
+        probe = tuple(features[n] for n in names)
+
+        def reference() -> np.ndarray:
+            with torch.inference_mode():
+                return np.asarray(module(*probe).numpy())
+
+        dynamic = {n: {0: "batch", 1: "tokens"} for n in [*names, "out"]}
+        return onnx_runtime.build(f"text model {self.name}", module, probe, names, dynamic, reference)
+
+    def _encode_onnx(self, runner: Any, batch: list[str]) -> np.ndarray:
+        """sentence-transformers' ``encode`` with the transformer on ONNX Runtime: texts sorted by
+        length, micro-batches, the model's own tokeniser and its modules after the transformer
+        (pooling, normalisation) on the token embeddings."""
+        import torch
+
+        model = self.model
+        order = np.argsort([-len(text) for text in batch], kind="stable")
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
+        step = self.micro_batch
+        with torch.inference_mode():
+            for start in range(0, len(batch), step):
+                rows = order[start : start + step]
+                features = _tokenize(model, [batch[i] for i in rows])
+                hidden = runner(*(features[n].numpy() for n in runner.names))
+                features["token_embeddings"] = torch.from_numpy(hidden)
+                for module in list(model)[1:]:
+                    features = module(features)
+                out[rows] = features["sentence_embedding"].float().numpy()
+        return out
+
     def encode(self, batch: list[str]) -> np.ndarray:
         import torch
 
         if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
+        runner = self.onnx_runner
+        if runner is not None:
+            return l2_normalise(self._encode_onnx(runner, batch))
         with torch.inference_mode():
             vectors = self.model.encode(
                 batch, batch_size=self.micro_batch, convert_to_numpy=True,
