@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 #: below this cosine between torch's and ONNX Runtime's output on the probe input, the model
 #: stays on torch
 MIN_COSINE = 0.9999
+#: the same bar for an int8 copy, against torch's float32 output
+MIN_COSINE_INT8 = 0.95
 OPSET = 17
 
 
@@ -71,6 +73,34 @@ def export(module: Any, inputs: tuple[Any, ...], names: Sequence[str], dynamic: 
     return buffer.getvalue()
 
 
+def _quiet_quantizer(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
+def quantize_int8(model_bytes: bytes) -> bytes:
+    """Dynamic int8 quantisation of an exported model: int8 weights per output channel (per
+    channel: min cosine to float32 0.989 on 64 flipkart-1050 texts, against 0.906 for torch's
+    per-tensor ``quantize_dynamic``), activations quantised per batch."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="similarity-onnx-") as folder:
+        out = Path(folder) / "int8.onnx"
+        root = logging.getLogger()
+        root.addFilter(_quiet_quantizer)  # its advice to pre-process, logged on the root logger
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(onnx.load_from_string(model_bytes), out, per_channel=True,
+                                 weight_type=QuantType.QInt8)
+        finally:
+            root.removeFilter(_quiet_quantizer)
+        return out.read_bytes()
+
+
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a.reshape(len(a), -1).astype(np.float64)
     b = b.reshape(len(b), -1).astype(np.float64)
@@ -93,22 +123,25 @@ class OnnxRunner:
 
 
 def build(what: str, module: Any, probe: tuple[Any, ...], names: Sequence[str], dynamic: dict[str, dict[int, str]],
-          reference: Callable[[], np.ndarray]) -> OnnxRunner | None:
-    """Export ``module``, make its session and check it on ``probe`` (torch tensors) against
-    ``reference()`` (torch's output for the same input). None, with a warning, when any step
-    fails: the caller keeps torch."""
+          check: Callable[[OnnxRunner], tuple[np.ndarray, np.ndarray]], *, int8: bool = False) -> OnnxRunner | None:
+    """Export ``module`` (traced on ``probe``, torch tensors; ``int8``: then :func:`quantize_int8`),
+    make its session and check it: ``check(runner)`` gives (the runner's vectors, torch's float32
+    vectors) for the same probe input, which must agree within :data:`MIN_COSINE` (an int8
+    copy: :data:`MIN_COSINE_INT8`). None, with a warning, when any step fails: the caller
+    keeps torch."""
     if not available():
         return None
     from .pipeline import usable_cores
 
     threads = usable_cores()
     try:
-        runner = OnnxRunner(export(module, probe, names, dynamic), names, threads)
-        cosine = _min_cosine(runner(*(t.numpy() for t in probe)), reference())
+        exported = export(module, probe, names, dynamic)
+        runner = OnnxRunner(quantize_int8(exported) if int8 else exported, names, threads)
+        cosine = _min_cosine(*check(runner))
     except Exception as exc:  # an exporter or runtime error of any kind: torch still works
         logger.warning("%s: cannot run on ONNX Runtime (%s); running on torch", what, exc)
         return None
-    if cosine < MIN_COSINE:
+    if cosine < (MIN_COSINE_INT8 if int8 else MIN_COSINE):
         logger.warning("%s: ONNX Runtime's output differs from torch's (cosine %.6f); running on torch", what, cosine)
         return None
     logger.info("%s: running on ONNX Runtime (%d thread(s); cosine to torch %.7f)", what, threads, cosine)

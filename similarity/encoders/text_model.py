@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -25,6 +26,11 @@ def resolve_text_model(name: str) -> str:
 
 
 QUANTIZATIONS = frozenset({"", "int8"})
+#: what an ONNX Runtime copy of the text model must encode as torch does before it is used
+PROBE_TEXTS = [
+    "red cotton bath towel", "Analog wrist watch with a leather strap, water resistant to 50 m",
+    "Set of 6 ceramic coffee mugs, 350 ml, dishwasher safe. " * 8, "stainless steel water bottle 1 l",
+]
 
 
 def quantize_linear_int8(model: Any) -> Any:
@@ -54,14 +60,16 @@ class SentenceTransformerTextEncoder(LazyModel):
                          cpu_batch_size=cpu_batch_size)
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"text quantization {quantization!r}: choose one of {sorted(QUANTIZATIONS)}")
-        #: "int8": dynamic int8 quantisation of the Linear layers, on a CPU only (another model:
-        #: the version says so); "": float32
+        #: "int8": dynamic int8 quantisation, on a CPU only (another model: the version says so):
+        #: ONNX Runtime's per-channel copy (``+int8-onnx``), or torch's per-tensor one where ONNX
+        #: Runtime is off or fails (``+int8``); "": float32
         self.quantization = quantization
         #: float32 on a CPU: the transformer's forward pass on ONNX Runtime when it is installed
         #: and its output matches (encoders/onnx_runtime.py); tokenising and pooling stay the
         #: model's own sentence-transformers modules
         self.onnx = onnx
         self._onnx_runner: Any = None
+        self._torch_int8: Any = None
 
     def _load(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -73,9 +81,20 @@ class SentenceTransformerTextEncoder(LazyModel):
         if device.startswith("cuda") and self._half:
             model.half()
         model.eval()
-        if self.quantization == "int8" and not device.startswith("cuda"):
-            model = quantize_linear_int8(model)
         return model
+
+    @property
+    def _int8(self) -> bool:
+        return self.quantization == "int8" and not self.device_name.startswith("cuda")
+
+    @property
+    def torch_int8(self) -> Any:
+        """torch's int8 copy (``quantize_dynamic``): the int8 model where ONNX Runtime's is not."""
+        if self._torch_int8 is None:
+            with self._lock:
+                if self._torch_int8 is None:
+                    self._torch_int8 = quantize_linear_int8(copy.deepcopy(self.model))
+        return self._torch_int8
 
     @property
     def device_name(self) -> str:
@@ -95,15 +114,16 @@ class SentenceTransformerTextEncoder(LazyModel):
             weights = [p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin"}] if path.is_dir() else []
             digest = file_digest(weights) if weights else state_dict_digest(self.model)
             self._version = f"{self.name}@{digest}"
-            if self.quantization and not self.device_name.startswith("cuda"):
-                self._version += f"+{self.quantization}"
+            if self._int8:  # two int8 models: ONNX Runtime's (per channel) and torch's (per tensor)
+                self._version += "+int8-onnx" if self.onnx_runner is not None else "+int8"
         return self._version
 
     @property
     def onnx_runner(self) -> Any:
-        """The ONNX Runtime copy of the transformer (None: torch runs it): float32 on a CPU only."""
+        """The ONNX Runtime copy of the transformer (None: torch runs it), on a CPU only: float32,
+        or int8 with ``quantization="int8"``."""
         model = self.model
-        if not self.onnx or self.quantization or self.device_name.startswith("cuda"):
+        if not self.onnx or self.device_name.startswith("cuda"):
             return None
         if self._onnx_runner is None:
             with self._lock:
@@ -133,12 +153,14 @@ class SentenceTransformerTextEncoder(LazyModel):
         module = TokenEmbeddings(transformer.auto_model).eval()
         probe = tuple(features[n] for n in names)
 
-        def reference() -> np.ndarray:
+        def check(runner: Any) -> tuple[np.ndarray, np.ndarray]:  # the sentence vectors, as encode gives them
             with torch.inference_mode():
-                return np.asarray(module(*probe).numpy())
+                wanted = model.encode(PROBE_TEXTS, convert_to_numpy=True, show_progress_bar=False)
+            return self._encode_onnx(runner, PROBE_TEXTS), np.asarray(wanted)
 
         dynamic = {n: {0: "batch", 1: "tokens"} for n in [*names, "out"]}
-        return onnx_runtime.build(f"text model {self.name}", module, probe, names, dynamic, reference)
+        return onnx_runtime.build(f"text model {self.name}{' int8' if self._int8 else ''}", module, probe, names,
+                                  dynamic, check, int8=self._int8)
 
     def _encode_onnx(self, runner: Any, batch: list[str]) -> np.ndarray:
         """sentence-transformers' ``encode`` with the transformer on ONNX Runtime: texts sorted by
@@ -169,8 +191,9 @@ class SentenceTransformerTextEncoder(LazyModel):
         runner = self.onnx_runner
         if runner is not None:
             return l2_normalise(self._encode_onnx(runner, batch))
+        model = self.torch_int8 if self._int8 else self.model
         with torch.inference_mode():
-            vectors = self.model.encode(
+            vectors = model.encode(
                 batch, batch_size=self.micro_batch, convert_to_numpy=True,
                 normalize_embeddings=True, show_progress_bar=False,
             )
