@@ -57,10 +57,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         errors.append(Error(f"SIMILARITY['BEACON_CACHE'] {conf.beacon_cache!r} is not an alias in CACHES; "
                             "the widget beacon counts into that cache.", id="similarity.E013"))
     errors += _views_cache_errors(conf.views_cache)
+    if conf.cpu_runtime == "onnx":
+        errors += _onnx_runtime_warnings(conf.text_quantization)
     if conf.index.backend.endswith("QdrantEdgeIndex"):
         errors += _embedded_index_errors(conf.dispatcher)
         errors += _embedded_index_size_warnings(conf.index.path)
     return errors
+
+
+def _onnx_runtime_warnings(text_quantization: str) -> list[Any]:
+    """``CPU_RUNTIME = "onnx"`` needs onnxruntime and onnx (the exporter); without them the CPU
+    models run on torch, and the int8 text model is torch's: another model version than the
+    processes that have them (each would re-encode what the other wrote)."""
+    missing = []
+    for package in ("onnxruntime", "onnx"):
+        try:
+            __import__(package)
+        except ImportError:
+            missing.append(package)
+    if not missing:
+        return []
+    int8 = (" The int8 text model is then torch's, another model version than in processes that have "
+            "them: install them everywhere, or set TEXT_QUANTIZATION to ''.") if text_quantization else ""
+    return [Warning(f"SIMILARITY['CPU_RUNTIME'] is 'onnx' but {' and '.join(missing)} cannot be imported: the "
+                    f"models run on torch on a CPU.{int8}", id="similarity.W016")]
 
 
 def _views_cache_errors(alias: str) -> list[Any]:

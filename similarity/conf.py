@@ -85,10 +85,11 @@ class SimilaritySettings:
     cpu_batch_size: int = 8
     half_precision: bool = True
     #: "int8" (the default): on a CPU the text model's weights are int8 (per output channel,
-    #: activations quantised per batch): 1.7x the texts/s of float32, min cosine 0.99 to the
-    #: float32 vectors, the same evaluation on flipkart-1050 (fused p@10 0.7703 -> 0.7728,
-    #: docs/benchmarks.md); its own model version ("+int8-onnx"; "+int8" when torch quantises
-    #: it instead). "": float32. On a GPU the model runs in float16 either way.
+    #: activations quantised per pass, one text per pass): `similarity_reindex --all` 44-46
+    #: against 33 products/s with float32, min cosine 0.992 to the float32 vectors, the same
+    #: evaluation on flipkart-1050 (fused p@10 0.7703 -> 0.7714; docs/benchmarks.md); its own
+    #: model version ("+int8-onnx"; "+int8" when torch quantises it instead). "": float32. On
+    #: a GPU the model runs in float16 either way.
     text_quantization: str = "int8"
     #: "onnx": on a CPU the float32 models run on ONNX Runtime (exported in memory from the same
     #: weights, checked against torch; the same vectors, so the same model version; 2.3x the

@@ -222,6 +222,10 @@ def _write(spec: IndexSpec, index: VectorIndex, items: list[_Item], gone: list[s
     if vanished:
         points = [p for p in points if p.id not in set(vanished)]
         stale += vanished
+        # ... and get no state row (the delete's own task may have removed theirs already)
+        vanished_keys = {keys_of[point_id] for point_id in vanished}
+        items = [item for item in items if item.key not in vanished_keys]
+        gone = [*gone, *sorted(vanished_keys)]
     newer = _written_by_newer_reads(index, [p.id for p in points], read_at)
     if newer:  # another task read these objects after us and already wrote them: its state wins
         logger.info("%s: %d objects were indexed from a newer read meanwhile; not overwritten", label, len(newer))

@@ -61,19 +61,24 @@ def rebuild_index(
     try:
         # Batch N+1 is read and its encoding queued before batch N is written: the models keep
         # encoding while the points and the state are written (encoders/pipeline.py).
+        # A failure while reading the next batch still writes the one already encoded (and moves
+        # the checkpoint past it); a failure while writing a batch drops the next one (a resumed
+        # rebuild starts again at the batch that failed).
         pending: tuple[Callable[[], IndexReport], Any, int] | None = None
-        for batch in iter_batches(spec.get_queryset(), batch_size, start_after=start_after):
+        batches = iter(iter_batches(spec.get_queryset(), batch_size, start_after=start_after))
+        while True:
             try:
-                started_next = start_indexing(batch, model=spec, force=True, index=target, settle=False)
+                batch = next(batches, None)
+                writer = start_indexing(batch, model=spec, force=True, index=target, settle=False) if batch else None
             except BaseException:
-                if pending:  # keep the batch already encoded (and the checkpoint past it), then stop
+                if pending:
                     _finish_quietly(pending, checkpoint, report, progress)
                 raise
             if pending:
                 _finish_batch(pending, checkpoint, report, progress)
-            pending = (started_next, spec.object_key(batch[-1]), len(batch))
-        if pending:
-            _finish_batch(pending, checkpoint, report, progress)
+            if not batch or writer is None:
+                break
+            pending = (writer, spec.object_key(batch[-1]), len(batch))
         applied = _catch_up(spec, target, since=checkpoint.started_at, report=report,
                             skip=frozenset(report.covered))
         # HNSW graphs are built before the switch (nobody reads this generation yet), so the new

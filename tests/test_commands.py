@@ -135,6 +135,31 @@ def test_reindex_all_resumes_after_interruption(dispatched):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_that_fails_to_be_written_stops_the_rebuild_at_it(dispatched, monkeypatch):
+    """Batch 3 is already encoding when batch 2's write fails: the checkpoint stays after batch
+    1, the error reaches the command, and a resumed run starts again at batch 2."""
+    from similarity import indexing
+
+    products = [factories.product(f"Jug {i}") for i in range(6)]
+    real, writes = indexing._write, []
+
+    def failing(*args, **kwargs):
+        writes.append(1)
+        if len(writes) == 2:
+            raise RuntimeError("the disk is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(indexing, "_write", failing)
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        run("similarity_reindex", "--all", "--batch-size", "2")
+    assert len(writes) == 2, "batch 3 was started, never written"
+    assert RebuildCheckpoint.objects.get().last_key == str(products[1].pk)
+    monkeypatch.setattr(indexing, "_write", real)
+    out, _ = run("similarity_reindex", "--all", "--batch-size", "2")
+    assert registry.vector_index().count() == 6 and RebuildCheckpoint.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_changes_during_a_rebuild_are_caught_up(dispatched, settings):
     a = factories.product("Lamp")
     b = factories.product("Chair")

@@ -113,8 +113,6 @@ def test_int8_text_models_are_other_versions_and_keep_the_meaning():
     fp32 = SentenceTransformerTextEncoder(device="cpu", quantization="")
     int8 = SentenceTransformerTextEncoder(device="cpu", quantization="int8")
     torch_int8 = SentenceTransformerTextEncoder(device="cpu", quantization="int8", onnx=False)
-    if fp32.device_name != "cpu":
-        pytest.skip("int8 dynamic quantisation is a CPU path")
     assert int8.onnx_runner is not None and torch_int8.onnx_runner is None
     assert int8.version == f"{fp32.version}+int8-onnx" and torch_int8.version == f"{fp32.version}+int8"
     a, b, c = fp32.encode(TEXTS), int8.encode(TEXTS), torch_int8.encode(TEXTS)
@@ -196,7 +194,7 @@ def test_an_export_that_fails_leaves_the_model_on_torch(monkeypatch, caplog):
     monkeypatch.setattr(onnx_runtime, "export", broken)
     with caplog.at_level("WARNING", logger="similarity.encoders.onnx_runtime"):
         assert onnx_runtime.build("a model", torch.nn.Linear(2, 2), (torch.zeros(1, 2),), ["x"], {},
-                                  lambda: np.zeros((1, 2))) is None
+                                  lambda runner: (np.ones((1, 2)), np.ones((1, 2)))) is None
     assert "cannot run on ONNX Runtime (unsupported operator)" in caplog.text
 
 
@@ -236,3 +234,14 @@ def test_a_rebuild_encodes_the_next_batch_while_it_writes_the_last(monkeypatch, 
     assert events == ["encode", "encode", "write", "encode", "write", "write"]
     assert report.indexed == 5 and report.encoded["text"] == 5
     assert registry.vector_index().count() == len(products)
+
+
+def test_a_missing_onnx_runtime_is_a_system_check_warning(monkeypatch):
+    import sys
+
+    from django.core.checks import run_checks
+
+    assert "similarity.W016" not in {m.id for m in run_checks()}
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as when not installed
+    warning = next(m for m in run_checks() if m.id == "similarity.W016")
+    assert "onnxruntime cannot be imported" in warning.msg and "another model version" in warning.msg

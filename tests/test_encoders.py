@@ -61,8 +61,10 @@ def test_empty_batch(encoder_case):
 def test_version_names_model_and_weights_hash(encoder_case):
     encoder, _inputs, _dim = encoder_case
     name, _, digest = encoder.version.partition("@")
+    digest, _, variant = digest.partition("+")  # "+int8-onnx": the int8 text model on a CPU
     assert name == encoder.name
     assert len(digest) == 12 and int(digest, 16) >= 0
+    assert variant in {"", "int8-onnx"}
 
 
 def test_models_are_loaded_once_per_process():

@@ -362,6 +362,7 @@ def test_a_product_deleted_while_its_batch_encodes_is_not_written_back(dispatche
     finally:
         indexing.read_images = real_read_images
     assert registry.vector_index().retrieve([registry.get_spec().point_id(p.pk)]) == {}
+    assert not IndexState.objects.filter(object_id=p.pk).exists(), "no state row comes back for it"
 
 
 @pytest.mark.django_db(transaction=True)

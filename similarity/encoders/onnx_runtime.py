@@ -1,11 +1,12 @@
 """The encoders' forward passes on ONNX Runtime, on a CPU.
 
 The same weights, exported in memory from the loaded torch model when the encoder is first
-used (no file, nothing downloaded: ``torch.onnx.export`` of the model already in memory), and
+used (nothing downloaded: ``torch.onnx.export`` of the model already in memory), and
 checked against the torch model on a probe input before it is used: a model whose export
 fails, or whose output differs (cosine < :data:`MIN_COSINE`), keeps running on torch, with a
 warning. The vectors equal torch's to float rounding, so the model version does not change
-(measured on flipkart-1050: min cosine 0.9999998 over 64 texts and 64 images).
+(measured on flipkart-1050: min cosine 0.9999998 over 64 texts and 64 images). Nothing is
+downloaded; the int8 quantiser writes its output to a temporary folder, removed at once.
 
 Why: on the 2-core bench machine, one thread, CPU ms per item, EfficientNet-Lite0 12.4 against
 28.6 for the frozen TorchScript model, MiniLM-L6 27.9 against 37.3 (docs/benchmarks.md,
@@ -16,13 +17,14 @@ One session per model; ``InferenceSession.run`` is thread-safe. Each session may
 this process may use, and its idle threads sleep rather than spin: the pipeline runs the two
 models side by side (encoders/pipeline.py), and the text model, the slower one, takes the core
 the image model leaves idle. Measured against the pipeline's split (one thread per model):
-`similarity_reindex --all` 31.1–31.9 against 27.7 products/s (docs/benchmarks.md).
+`similarity_reindex --all` 31.1–33.3 against 27.7 products/s (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +39,8 @@ MIN_COSINE = 0.9999
 #: the same bar for an int8 copy, against torch's float32 output
 MIN_COSINE_INT8 = 0.95
 OPSET = 17
+#: one export at a time in a process (the text and image models may start together)
+_EXPORTING = threading.Lock()
 
 
 def available() -> bool:
@@ -79,8 +83,8 @@ def _quiet_quantizer(record: logging.LogRecord) -> bool:
 
 def quantize_int8(model_bytes: bytes) -> bytes:
     """Dynamic int8 quantisation of an exported model: int8 weights per output channel (per
-    channel: min cosine to float32 0.989 on 64 flipkart-1050 texts, against 0.906 for torch's
-    per-tensor ``quantize_dynamic``), activations quantised per batch."""
+    channel, one text per pass: min cosine to float32 0.992 on 64 flipkart-1050 texts, against
+    0.902 for torch's per-tensor ``quantize_dynamic``), activations quantised per pass."""
     import tempfile
     from pathlib import Path
 
@@ -134,15 +138,18 @@ def build(what: str, module: Any, probe: tuple[Any, ...], names: Sequence[str], 
     from .pipeline import usable_cores
 
     threads = usable_cores()
+    level = logging.ERROR if int8 else logging.WARNING  # int8: torch's is another model (version)
     try:
-        exported = export(module, probe, names, dynamic)
-        runner = OnnxRunner(quantize_int8(exported) if int8 else exported, names, threads)
+        with _EXPORTING:  # torch's exporter and the warnings filters are process-wide state
+            exported = export(module, probe, names, dynamic)
+            runner = OnnxRunner(quantize_int8(exported) if int8 else exported, names, threads)
         cosine = _min_cosine(*check(runner))
     except Exception as exc:  # an exporter or runtime error of any kind: torch still works
-        logger.warning("%s: cannot run on ONNX Runtime (%s); running on torch", what, exc)
+        logger.log(level, "%s: cannot run on ONNX Runtime (%s); running on torch", what, exc)
         return None
     if cosine < (MIN_COSINE_INT8 if int8 else MIN_COSINE):
-        logger.warning("%s: ONNX Runtime's output differs from torch's (cosine %.6f); running on torch", what, cosine)
+        logger.log(level, "%s: ONNX Runtime's output differs from torch's (cosine %.6f); running on torch",
+                   what, cosine)
         return None
     logger.info("%s: running on ONNX Runtime (%d thread(s); cosine to torch %.7f)", what, threads, cosine)
     return runner
