@@ -245,3 +245,19 @@ def test_a_missing_onnx_runtime_is_a_system_check_warning(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails, as when not installed
     warning = next(m for m in run_checks() if m.id == "similarity.W016")
     assert "onnxruntime cannot be imported" in warning.msg and "another model version" in warning.msg
+
+
+@pytest.mark.slow
+def test_an_int8_copy_that_fails_falls_back_to_torchs_int8_loudly(monkeypatch, caplog):
+    """ONNX Runtime's int8 copy refused (here: a bar no model passes): torch quantises instead,
+    under its own version, and the fallback is logged as an error (another model than the
+    processes whose ONNX Runtime works)."""
+    from similarity.encoders import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "MIN_COSINE_INT8", 1.5)
+    int8 = SentenceTransformerTextEncoder(device="cpu", quantization="int8")
+    with caplog.at_level("ERROR", logger="similarity.encoders.onnx_runtime"):
+        assert int8.version.endswith("+int8") and int8.onnx_runner is None
+    assert [r.levelname for r in caplog.records if "differs from torch's" in r.getMessage()] == ["ERROR"]
+    fp32 = SentenceTransformerTextEncoder(device="cpu", quantization="", onnx=False).encode(TEXTS)
+    assert float(np.mean(np.sum(int8.encode(TEXTS) * fp32, axis=1))) > 0.9
