@@ -95,10 +95,22 @@ def index_products(
     return start_indexing(ids, model=model, force=force, index=index, settle=settle)()
 
 
+@dataclass
+class StartedIndexing:
+    """What :func:`start_indexing` returns: call it to write the batch (waiting for its vectors);
+    :meth:`cancel` drops its encoding where it has not started (the batch is then not written)."""
+
+    finish: Callable[[], IndexReport]
+    cancel: Callable[[], None] = lambda: None
+
+    def __call__(self) -> IndexReport:
+        return self.finish()
+
+
 def start_indexing(
     ids: Iterable[Any], *, model: Any = None, force: bool = False, index: VectorIndex | None = None,
     settle: bool = True,
-) -> Callable[[], IndexReport]:
+) -> StartedIndexing:
     """:func:`index_products` in two steps: this reads the objects and queues their encoding
     (``encoders.pipeline.submit_batch``), and returns the step that waits for the vectors and
     writes the points and the state. A rebuild starts batch N+1 before it finishes batch N, so
@@ -108,7 +120,7 @@ def start_indexing(
     keys = sorted({spec.object_key(i) for i in ids})
     report = IndexReport()
     if not keys:
-        return lambda: report
+        return StartedIndexing(lambda: report)
     conf = get_settings()
     index = index or registry.vector_index(spec)
     text_encoder, image_encoder = registry.text_encoder(), registry.image_encoder()
@@ -176,7 +188,7 @@ def start_indexing(
             _take_vectors(encoding(), items, text_items, report)
         return _write(spec, target, items, gone, tokens, versions, read_at, report, settle=settle)
 
-    return finish
+    return StartedIndexing(finish, encoding.cancel if encoding is not None else StartedIndexing.cancel)
 
 
 def _take_vectors(encoded: Any, items: list[_Item], text_items: list[_Item], report: IndexReport) -> None:

@@ -21,7 +21,7 @@ from django.db.models.functions import Now
 from . import registry
 from .backlog import iter_batches
 from .index.base import VectorIndex
-from .indexing import index_products, start_indexing
+from .indexing import StartedIndexing, index_products, start_indexing
 from .models import PendingChange, RebuildCheckpoint
 from .results import IndexReport
 from .specs import IndexSpec
@@ -64,7 +64,7 @@ def rebuild_index(
         # A failure while reading the next batch still writes the one already encoded (and moves
         # the checkpoint past it); a failure while writing a batch drops the next one (a resumed
         # rebuild starts again at the batch that failed).
-        pending: tuple[Callable[[], IndexReport], Any, int] | None = None
+        pending: tuple[StartedIndexing, Any, int] | None = None
         batches = iter(iter_batches(spec.get_queryset(), batch_size, start_after=start_after))
         while True:
             try:
@@ -75,7 +75,12 @@ def rebuild_index(
                     _finish_quietly(pending, checkpoint, report, progress)
                 raise
             if pending:
-                _finish_batch(pending, checkpoint, report, progress)
+                try:
+                    _finish_batch(pending, checkpoint, report, progress)
+                except BaseException:
+                    if writer is not None:
+                        writer.cancel()  # the next batch's encoding, where it has not started
+                    raise
             if not batch or writer is None:
                 break
             pending = (writer, spec.object_key(batch[-1]), len(batch))
@@ -106,7 +111,7 @@ def rebuild_index(
     return report
 
 
-def _finish_batch(pending: tuple[Callable[[], IndexReport], Any, int], checkpoint: RebuildCheckpoint,
+def _finish_batch(pending: tuple[StartedIndexing, Any, int], checkpoint: RebuildCheckpoint,
                   report: IndexReport, progress: Callable[[int], None] | None) -> None:
     """Write a started batch, then move the checkpoint past it."""
     finish, last_key, size = pending
@@ -116,7 +121,7 @@ def _finish_batch(pending: tuple[Callable[[], IndexReport], Any, int], checkpoin
         progress(size)
 
 
-def _finish_quietly(pending: tuple[Callable[[], IndexReport], Any, int], checkpoint: RebuildCheckpoint,
+def _finish_quietly(pending: tuple[StartedIndexing, Any, int], checkpoint: RebuildCheckpoint,
                     report: IndexReport, progress: Callable[[int], None] | None) -> None:
     """:func:`_finish_batch` while another error is on its way: its own failure is only logged."""
     try:

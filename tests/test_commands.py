@@ -149,10 +149,21 @@ def test_a_batch_that_fails_to_be_written_stops_the_rebuild_at_it(dispatched, mo
             raise RuntimeError("the disk is full")
         return real(*args, **kwargs)
 
+    from similarity.encoders import pipeline
+
+    cancelled = []
+    real_cancel = pipeline.SubmittedBatch.cancel
+
+    def cancel(batch):
+        cancelled.append(batch)
+        real_cancel(batch)
+
     monkeypatch.setattr(indexing, "_write", failing)
+    monkeypatch.setattr(pipeline.SubmittedBatch, "cancel", cancel)
     with pytest.raises(RuntimeError, match="the disk is full"):
         run("similarity_reindex", "--all", "--batch-size", "2")
     assert len(writes) == 2, "batch 3 was started, never written"
+    assert len(cancelled) == 1, "batch 3's encoding was cancelled where it had not started"
     assert RebuildCheckpoint.objects.get().last_key == str(products[1].pk)
     monkeypatch.setattr(indexing, "_write", real)
     out, _ = run("similarity_reindex", "--all", "--batch-size", "2")

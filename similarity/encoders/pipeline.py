@@ -150,12 +150,28 @@ def encode_batch(
     return submit_batch(text_encoder, texts, image_encoder, images, max_pixels=max_pixels)()
 
 
+@dataclass
+class SubmittedBatch:
+    """A batch handed to the encode threads: call it to wait for its vectors (or the encoder's
+    error); :meth:`cancel` drops the work that has not started (a rebuild that failed)."""
+
+    wait: Callable[[], BatchVectors]
+    futures: list[Future[Any]] = field(default_factory=list)
+
+    def __call__(self) -> BatchVectors:
+        return self.wait()
+
+    def cancel(self) -> None:
+        for future in self.futures:  # the model passes first, then the decodes they wait for
+            future.cancel()
+
+
 def submit_batch(
     text_encoder: Any, texts: Sequence[str], image_encoder: Any,
     images: Sequence[tuple[int, str, bytes]], *, max_pixels: int,
-) -> Callable[[], BatchVectors]:
+) -> SubmittedBatch:
     """:func:`encode_batch` started: returns at once (the work queued on the model and decode
-    threads, behind any batch submitted before) with a function that waits for the vectors and
+    threads, behind any batch submitted before) with a handle that waits for the vectors and
     returns them (or raises the encoder's error). A rebuild submits the next batch before it
     writes the previous one, so the models never wait for the writes. With :data:`CONCURRENT`
     off, the batch is encoded here, before this returns."""
@@ -197,7 +213,7 @@ def submit_batch(
         text_matrix = encode_texts()
         done = encode_images([functools.partial(decode, job) for job in images]) if images else BatchVectors(None)
         done.text = text_matrix
-        return lambda: done
+        return SubmittedBatch(lambda: done)
 
     cpu = not str(image_encoder.device_name if images else text_encoder.device_name).startswith("cuda")
     text_pool, image_pool, decode_pool = _executors.get(cpu)
@@ -210,4 +226,4 @@ def submit_batch(
         vectors.text = text_future.result() if text_future is not None else None
         return vectors
 
-    return result
+    return SubmittedBatch(result, [image_future, *([text_future] if text_future else []), *decoding])
