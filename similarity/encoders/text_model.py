@@ -64,9 +64,9 @@ class SentenceTransformerTextEncoder(LazyModel):
         #: ONNX Runtime's per-channel copy (``+int8-onnx``), or torch's per-tensor one where ONNX
         #: Runtime is off or fails (``+int8``); "": float32
         self.quantization = quantization
-        #: float32 on a CPU: the transformer's forward pass on ONNX Runtime when it is installed
-        #: and its output matches (encoders/onnx_runtime.py); tokenising and pooling stay the
-        #: model's own sentence-transformers modules
+        #: on a CPU: the transformer's forward pass on ONNX Runtime (float32, or int8 with
+        #: ``quantization``) when it is installed and its output matches (encoders/onnx_runtime.py);
+        #: tokenising and pooling stay the model's own sentence-transformers modules
         self.onnx = onnx
         self._onnx_runner: Any = None
         self._torch_int8: Any = None
