@@ -16,8 +16,8 @@ blocks and the attention, which torch's CPU kernels run op by op.
 One session per model; ``InferenceSession.run`` is thread-safe. Each session may use every core
 this process may use, and its idle threads sleep rather than spin: the pipeline runs the two
 models side by side (encoders/pipeline.py), and the text model, the slower one, takes the core
-the image model leaves idle. Measured against the pipeline's split (one thread per model):
-`similarity_reindex --all` 31.1–33.3 against 27.7 products/s (docs/benchmarks.md).
+the image model leaves idle (`similarity_reindex --all`, float32 text, with the rebuild's overlap:
+31.1–33.3 products/s; one thread per model, before the overlap: 27.7; docs/benchmarks.md).
 """
 
 from __future__ import annotations
