@@ -69,12 +69,9 @@ def _onnx_runtime_warnings(text_quantization: str) -> list[Any]:
     """``CPU_RUNTIME = "onnx"`` needs onnxruntime and onnx (the exporter); without them the CPU
     models run on torch, and the int8 text model is torch's: another model version than the
     processes that have them (each would re-encode what the other wrote)."""
-    missing = []
-    for package in ("onnxruntime", "onnx"):
-        try:
-            __import__(package)
-        except ImportError:
-            missing.append(package)
+    from importlib.util import find_spec
+
+    missing = [package for package in ("onnxruntime", "onnx") if find_spec(package) is None]  # found, not imported
     if not missing:
         return []
     int8 = (" The int8 text model is then torch's, another model version than in processes that have "

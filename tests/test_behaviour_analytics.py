@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from django.utils import timezone
 from similarity import breaker, cache_guard, services, tasks
 from similarity.behaviour import analytics
 from similarity.behaviour.models import WidgetStat
+from tests.hung import connections_made, hung_port
 
 from . import factories
 
@@ -225,36 +225,22 @@ def test_a_redis_that_is_down_leaves_the_count_to_the_database(client: Any, admi
 def test_a_hung_redis_costs_one_timeout_then_the_database_counts(client: Any, admin_client: Any) -> None:
     """A Redis that accepts connections and never answers: the first hit waits its socket timeout
     once and is counted in the database; the next hits do not touch the cache; nothing is lost."""
-    hung = socket.socket()
-    hung.bind(("127.0.0.1", 0))
-    hung.listen(64)  # connections complete in the backlog; nothing reads or answers
-    try:
-        with _buffered(_redis_at(hung.getsockname()[1])):
-            started = time.monotonic()
-            hit(client)
-            first = time.monotonic() - started
-            started = time.monotonic()
-            for event in "iiic":
-                hit(client, event=event)
-            later = time.monotonic() - started
-            hung.setblocking(False)
-            connections = []
-            while True:
-                try:
-                    connections.append(hung.accept()[0])
-                except BlockingIOError:
-                    break
-            for conn in connections:
-                conn.close()
-            assert 0.25 < first < 30, "one socket timeout, not a hang"
-            assert later < 0.25 * 4, "with the breaker open no hit waited on the hung cache"
-            assert len(connections) == 1, "with the breaker open no later hit tried the hung cache"
-            assert list(stats().values()) == [(4, 1)]
-            # the admin page's flush is not behind the breaker: it meets the timeout, warns, opens
-            page = admin_client.get("/admin/similarity/widgetstat/")
-            assert page.status_code == 200 and "could not be read from the cache" in page.content.decode()
-    finally:
-        hung.close()
+    with hung_port() as hung, _buffered(_redis_at(hung.getsockname()[1])):
+        started = time.monotonic()
+        hit(client)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for event in "iiic":
+            hit(client, event=event)
+        later = time.monotonic() - started
+        connections = connections_made(hung)
+        assert 0.25 < first < 30, "one socket timeout, not a hang"
+        assert later < 0.25 * 4, "with the breaker open no hit waited on the hung cache"
+        assert connections == 1, "with the breaker open no later hit tried the hung cache"
+        assert list(stats().values()) == [(4, 1)]
+        # the admin page's flush is not behind the breaker: it meets the timeout, warns, opens
+        page = admin_client.get("/admin/similarity/widgetstat/")
+        assert page.status_code == 200 and "could not be read from the cache" in page.content.decode()
 
 
 def test_the_first_hit_after_the_breaker_tries_the_cache_again(redis_cache: Any, client: Any) -> None:

@@ -172,33 +172,21 @@ def test_product_page_with_a_hung_cache_waits_one_timeout_not_one_per_call(
 ) -> None:
     """A Redis that accepts connections and never answers (the deploy docs' socket timeouts set):
     the first page waits for the timeout once; the next pages do not wait on the cache at all."""
-    import socket
     import time
 
     from similarity import breaker
+    from tests.hung import connections_made, hung_port
 
-    hung = socket.socket()
-    hung.bind(("127.0.0.1", 0))
-    hung.listen(64)  # connections complete in the backlog; nothing reads or answers
-    settings.CACHES = _redis_cache(hung.getsockname()[1])
     try:
-        url = shop["steel"].get_absolute_url()
-        started = time.monotonic()
-        assert client.get(url).status_code == 200
-        first = time.monotonic() - started
-        for _ in range(3):
+        with hung_port() as hung:
+            settings.CACHES = _redis_cache(hung.getsockname()[1])
+            url = shop["steel"].get_absolute_url()
+            started = time.monotonic()
             assert client.get(url).status_code == 200
-        assert 0.25 < first < 30, "one socket timeout, not a hang"
-        hung.setblocking(False)
-        connections = []
-        while True:
-            try:
-                connections.append(hung.accept()[0])
-            except BlockingIOError:
-                break
-        assert len(connections) == 1, "with the breaker open no later page tried the hung cache"
-        for conn in connections:
-            conn.close()
+            first = time.monotonic() - started
+            for _ in range(3):
+                assert client.get(url).status_code == 200
+            assert 0.25 < first < 30, "one socket timeout, not a hang"
+            assert connections_made(hung) == 1, "with the breaker open no later page tried the hung cache"
     finally:
-        hung.close()
         breaker.close()

@@ -160,17 +160,14 @@ def test_a_hung_cache_costs_one_timeout_then_the_session_keeps_the_views(product
                                                                          caplog: Any) -> None:
     """A Redis that accepts connections and never answers: with the socket timeouts the deploy
     docs ask for, the first view waits once, the breaker opens, and the next pages do not wait."""
-    import socket
+    from tests.hung import hung_port
 
-    hung = socket.socket()
-    hung.bind(("127.0.0.1", 0))
-    hung.listen(16)  # connections complete in the backlog; nothing ever reads or answers
-    port = hung.getsockname()[1]
+    def redis_at(port: int) -> dict[str, Any]:
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0",
+                "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}
+
     try:
-        with _views_in({"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                        "LOCATION": f"redis://127.0.0.1:{port}/0",
-                        "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}), \
-                caplog.at_level(logging.WARNING):
+        with hung_port(16) as hung, _views_in(redis_at(hung.getsockname()[1])), caplog.at_level(logging.WARNING):
             view(client, products[0])  # creates the session
             started = time.monotonic()
             view(client, products[1])  # waits for the timeout once, then the session keeps it
@@ -182,7 +179,6 @@ def test_a_hung_cache_costs_one_timeout_then_the_session_keeps_the_views(product
         # one failure logged: with the breaker open the later pages did not try the hung cache
         assert caplog.text.count("recent views: the cache failed") == 1
     finally:
-        hung.close()
         breaker.close()
 
 
