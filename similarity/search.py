@@ -47,15 +47,18 @@ def joint_space() -> bool:
 
 
 def _search_joint(vector: list[float], *, model: Any, limit: int, filters: dict[str, Any]) -> SimilarResult:
-    """One query vector against both named vectors, fused (candidates from each, exact cosines)."""
+    """One query vector against both named vectors, fused (candidates from each, exact cosines);
+    the image side moved towards the photos of the best text matches (:mod:`.feedback`)."""
     spec = registry.get_spec(model)
     search_filter = spec_filter(spec, filters)
     down = breaker.is_open(spec.label)
     if down is not None:
         return SimilarResult(ResultStatus.UNAVAILABLE, message=down)
     try:
-        found = registry.vector_index(spec).query_fused(FusedQuery(
-            vectors={"text": vector, "image": vector}, weights=registry.fusion_weights(spec),
+        index = registry.vector_index(spec)
+        found = index.query_fused(FusedQuery(
+            vectors={"text": vector, "image": _image_side(index, vector, search_filter)},
+            weights=registry.fusion_weights(spec),
             fetch=max(get_settings().candidates, limit * 4), limit=limit, filter=search_filter or None,
         ))
     except IndexUnavailable as exc:
@@ -64,6 +67,19 @@ def _search_joint(vector: list[float], *, model: Any, limit: int, filters: dict[
         return SimilarResult(ResultStatus.UNAVAILABLE, message=str(exc))
     ranked = [(h.score, h.scores, h.payload["pk"]) for h in found]
     return SimilarResult(ResultStatus.OK, load_hits(spec, ranked, filters))
+
+
+def _image_side(index: Any, vector: list[float], search_filter: Any) -> list[float]:
+    """The typed words' vector for the image vectors: :func:`.feedback.feedback_vector` over the
+    image vectors of the :data:`~.feedback.FEEDBACK_K` best text matches (within the filter)."""
+    import numpy as np
+
+    from .feedback import FEEDBACK_K, feedback_vector
+
+    hits = index.query("text", vector, limit=FEEDBACK_K, filter=search_filter or None)
+    stored = index.retrieve([h.id for h in hits], with_vectors=True) if hits else {}
+    images = [point.vectors["image"] for point in stored.values() if point.vectors.get("image") is not None]
+    return feedback_vector(np.asarray(vector, dtype=np.float32), np.asarray(images, dtype=np.float32)).tolist()
 
 
 def search_text(query: str, *, model: Any = None, limit: int = 20, **filters: Any) -> SimilarResult:

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from similarity import registry, services
+from similarity.feedback import feedback_vector
 from similarity.fusion import weights_for
 from similarity.models import AdapterArtifact, IndexState
 from similarity.training.heads import Heads, TrainConfig, train_heads
@@ -115,6 +116,16 @@ def test_train_activate_search_and_roll_back(flipkart: Path, flipkart_rows: list
     hits = services.search_text("wrist watch", limit=5).hits
     assert len(hits) == 5 and all("image" in h.scores and "text" in h.scores for h in hits)
     assert sum("Watch" in h.object.title for h in hits) >= 3
+    # ... the image side moved towards the photos of the three best text matches (feedback)
+    spec, index = registry.get_spec(), registry.vector_index()
+    words = registry.text_encoder().encode(["wrist watch"])[0]
+    best_texts = index.query("text", words.tolist(), limit=3)
+    stored = index.retrieve([h.id for h in best_texts] + [spec.point_id(h.pk) for h in hits], with_vectors=True)
+    image_side = feedback_vector(words, np.array([stored[h.id].vectors["image"] for h in best_texts]))
+    assert not np.allclose(image_side, words)
+    for hit in hits:
+        assert hit.scores["image"] == pytest.approx(float(image_side @ stored[spec.point_id(hit.pk)].vectors["image"]),
+                                                    abs=1e-3)
 
     # a photo: encoded into the joint space (whole + centre crop), matched against the image vectors
     photo = flipkart / next(r["image"] for r in flipkart_rows if r["sku"] == products[0].sku)
@@ -133,6 +144,14 @@ def test_train_activate_search_and_roll_back(flipkart: Path, flipkart_rows: list
     assert {"image", "text", "fused", "lexical", "text (untrained)"} <= set(metrics)
     assert "image (untrained)" not in metrics  # the plain encoders cannot rank photos by words
     assert metrics["image"]["queries"] == 3 and metrics["image"]["precision@5"] >= 0.6
+    # each half of the top-level categories as a catalog of its own, its own queries only
+    call_command("similarity_evaluate", "--queries", str(queries), "--labels", str(labels), "--cross-split",
+                 "--json", str(out))
+    halves = json.loads(out.read_text())
+    assert halves["image"] == metrics["image"]
+    # A: Baby Care, Home Furnishing, Watches (watches, curtains); B: Computers, Kitchen & Dining (mugs)
+    assert halves["image [half A]"]["queries"] == 2 and halves["image [half B]"]["queries"] == 1
+    assert {"text [half A]", "fused [half B]", "lexical [half B]"} <= set(halves)
     call_command("similarity_evaluate", "--labels", str(labels), "--compare-untrained", "--cross-split",
                  "--json", str(out))
     metrics = json.loads(out.read_text())

@@ -5,7 +5,8 @@ catalog before training (``similarity_evaluate --queries ... --rankings image``,
 Query files hold ``text,sku`` rows (the answer is one object) or ``text,label`` rows (the
 relevant objects are those whose label in ``--labels`` equals it). Rankings of a typed query:
 ``image`` (the query's vector against the image vectors alone: text-to-image search, possible
-only when image and text share a space), ``text``, ``fused`` (both, with the fusion weights,
+only when image and text share a space; moved towards the photos of its best text matches, as
+``search_text`` does: :mod:`similarity.feedback`), ``text``, ``fused`` (both, with the fusion weights,
 over the union of each modality's top candidates, as ``search_text`` does) and ``lexical``.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import registry
+from ..feedback import feedback_matrix
 from ..fusion import fuse_scores
 from .catalog import DEFAULT_KS, EvalCatalog, EvaluationError
 from .ranking import Ranker, mean_metrics, query_metrics
@@ -113,7 +115,11 @@ def _scores(ranking: str, ranker: Ranker, vectors: np.ndarray, texts: list[str])
         matrix = catalog.vectors[modality]
         if matrix.shape[1] != vectors.shape[1]:
             return None  # another space: the plain encoders cannot rank images by words
-        out = (vectors @ matrix.T).astype(np.float64)
+        query = vectors
+        if modality == "image":  # what search_text matches against the photos (similarity.feedback)
+            query = feedback_matrix(vectors, catalog.vectors["text"], matrix, catalog.present["text"],
+                                    catalog.present["image"])
+        out = (query @ matrix.T).astype(np.float64)
         out[:, ~catalog.present[modality]] = np.nan
         return out
 
@@ -152,7 +158,9 @@ def query_tables(catalog: EvalCatalog, options: dict[str, Any], ks: Sequence[int
                  rankings: Sequence[str]) -> dict[str, dict[str, float]]:
     """``similarity_evaluate --queries``: photo rows through the search services (as before),
     typed rows through :func:`evaluate_text_queries`; with ``compare_untrained`` the plain
-    encoders' rankings too, as ``<ranking> (untrained)``."""
+    encoders' rankings too, as ``<ranking> (untrained)``; with ``cross_split`` (``text,label``
+    rows) each half of the top-level categories again as a catalog of its own, as
+    ``<ranking> [half A]``."""
     from .catalog import labels_relevance
     from .ranking import evaluate_query_file
 
@@ -161,13 +169,25 @@ def query_tables(catalog: EvalCatalog, options: dict[str, Any], ks: Sequence[int
         fields = set(csv.DictReader(fh).fieldnames or [])
     if "image" in fields:
         return evaluate_query_file(catalog, path, ks=ks)
-    labels = labels_relevance(catalog, options["labels"]).labels if options.get("labels") else None
+    relevance = labels_relevance(catalog, options["labels"]) if options.get("labels") else None
     chosen = [r for r in rankings if r in QUERY_RANKINGS]
-    out = evaluate_text_queries(catalog, path, labels=labels, rankings=chosen, ks=ks)
-    if options.get("compare_untrained"):
-        plain = evaluate_text_queries(untrained_catalog(catalog), path, labels=labels, rankings=chosen, ks=ks,
-                                      encoder=registry.base_text_encoder(), weights=untrained_weights())
-        out.update({f"{name} (untrained)": values for name, values in plain.items()})
+    parts = [("", catalog, relevance)]
+    if options.get("cross_split"):
+        if relevance is None:
+            raise EvaluationError("--cross-split with --queries needs text,label rows and --labels")
+        from .cross_split import halves, subset
+
+        # each half a catalog of its own: its products, and the queries whose label is in it
+        parts += [(f" [half {name}]", *subset(catalog, relevance, rows)) for name, rows in halves(catalog).items()]
+    out: dict[str, dict[str, float]] = {}
+    for suffix, part, rel in parts:
+        labels = rel.labels if rel is not None else None
+        found = evaluate_text_queries(part, path, labels=labels, rankings=chosen, ks=ks)
+        if options.get("compare_untrained"):
+            plain = evaluate_text_queries(untrained_catalog(part), path, labels=labels, rankings=chosen, ks=ks,
+                                          encoder=registry.base_text_encoder(), weights=untrained_weights())
+            found.update({f"{name} (untrained)": values for name, values in plain.items()})
+        out.update({f"{name}{suffix}": values for name, values in found.items()})
     return out
 
 

@@ -30,7 +30,8 @@ class TrainConfig:
 
     #: the joint space's dimension when the text head learns too (``text_identity=False``)
     dim: int = 256
-    epochs: int = 60
+    #: 120 against 60: image, fused and text-to-image p@10 up on both halves (docs/evaluation.md)
+    epochs: int = 120
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -66,7 +66,8 @@ class Command(BaseCommand):
         parser.add_argument("--compare-untrained", action="store_true",
                             help="also rank with the plain encoders (no trained adapter), in the same run")
         parser.add_argument("--cross-split", action="store_true",
-                            help="choose the fusion rule on one half of the top-level categories, report on the other")
+                            help="choose the fusion rule on one half of the top-level categories, report on the other; "
+                                 "with --queries: each half's typed queries on its own products")
         parser.add_argument("--hide", type=float, default=0.2, help="--task categories: share of categories hidden")
         parser.add_argument("--neighbours", type=int, default=None,
                             help="--task categories: neighbours that vote (default: the suggestion's)")
