@@ -116,6 +116,33 @@ def test_delete_and_set_payload(index):
     index.set_payload(pid(2), {"pk": 2, "in_stock": False, "brand": "z"})
     hits = index.query("text", vec(2, 4), limit=5, filter=SearchFilter(match={"brand": "z"}))
     assert [h.id for h in hits] == [pid(2)]
+    assert index.retrieve([pid(2)])[pid(2)].payload == {"pk": 2, "in_stock": False, "brand": "z"}, "replaced"
+
+
+@pytest.mark.parametrize("url", [":memory:", "disk"])
+def test_server_set_payload_never_writes_back_a_stale_flag(url, tmp_path):
+    """Another process upserts the point (now with an image) between set_payload's read and its
+    write: the "no image" flag it read must not come back (it used to be written with the payload)."""
+    from similarity.index.base import PARTIAL
+
+    idx = (QdrantServerIndex(url=url, collection="products") if url == ":memory:"
+           else QdrantServerIndex(path=str(tmp_path / "qdrant"), collection="products"))
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(1), point(2, image=False)])
+    read = idx.client.retrieve
+
+    def read_then_other_writer(*args, **kwargs):
+        found = read(*args, **kwargs)
+        idx.upsert([point(2)])  # the other process: the product got its photo
+        return found
+
+    idx.client.retrieve = read_then_other_writer  # type: ignore[method-assign]
+    idx.set_payload(pid(2), {"pk": 2, "group": 2, "brand": "replaced"})
+    idx.client.retrieve = read  # type: ignore[method-assign]
+    flagged = idx.query("text", vec(2, 4), limit=10, filter=SearchFilter(match={PARTIAL: 1}))
+    assert flagged == [], "the flag read before the other write was written back"
+    assert idx.retrieve([pid(2)])[pid(2)].payload["brand"] == "replaced"
+    idx.close()
 
 
 def test_rebuild_switches_atomically(index):

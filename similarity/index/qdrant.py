@@ -217,11 +217,21 @@ class QdrantServerIndex:
         self._call("delete points", lambda: self.client.delete(self.name, points_selector=selector, wait=True))
 
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
+        """Replace the point's public payload; the index's own flag is never written here, so an
+        upsert by another process between the read and the write cannot be undone by a stale copy
+        of it (one request: set the new keys, delete the public keys the payload no longer has)."""
+        from qdrant_client import models
+
         def run() -> None:
-            flag = {key: value for record in self.client.retrieve(self.name, ids=[id], with_payload=[PARTIAL])
-                    for key, value in (record.payload or {}).items() if key == PARTIAL}  # the index's own
-            self.client.overwrite_payload(self.name, payload={**public_payload(payload), **flag}, points=[id],
-                                          wait=True)
+            new = public_payload(payload)
+            stale = sorted({key for record in self.client.retrieve(self.name, ids=[id], with_payload=True)
+                            for key in (record.payload or {}) if key not in new and key != PARTIAL})
+            operations: list[Any] = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=new,
+                                                                                            points=[id]))]
+            if stale:
+                operations.append(models.DeletePayloadOperation(
+                    delete_payload=models.DeletePayload(keys=stale, points=[id])))
+            self.client.batch_update_points(self.name, operations, wait=True)
 
         self._call("set a payload", run)
 
