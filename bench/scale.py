@@ -256,7 +256,7 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = memory_mb("VmRSS")
     index = QdrantEdgeIndex(path=str(folder), collection="scale",
                             tuning=IndexSettings(quantization=args.quantization, on_disk=args.on_disk,
-                                                 optimize_after=0, **_threshold(args)))
+                                                 optimize_after=0, **_tuning(args)))
     index.ensure(dims, SCHEMA)
     if args.reuse:  # the queries only, on an index an earlier run kept (--keep)
         return measure(args, index, points, folder, {"reused": str(folder)})
@@ -283,8 +283,10 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     return measure(args, index, points, folder, built)
 
 
-def _threshold(args: argparse.Namespace) -> dict[str, int]:
+def _tuning(args: argparse.Namespace) -> dict[str, int]:
     tuning = {"indexing_threshold_kb": args.threshold_kb} if args.threshold_kb else {}
+    if getattr(args, "ef", 0):
+        tuning["hnsw_ef"] = args.ef
     return {**tuning, "hnsw_ef_filtered": args.ef_filtered} if args.ef_filtered else tuning
 
 
@@ -371,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--keep", action="store_true", help="keep the index folder (for --reuse)")
     parser.add_argument("--reuse", type=Path, help="measure the queries on a kept index folder, no build")
+    parser.add_argument("--ef", type=int, default=0,
+                        help="INDEX['HNSW_EF'], the search's candidate list (0: the default); a query-time "
+                             "setting, so --reuse can compare several on one index. Without --ef-filtered "
+                             "the filtered searches' list follows it (4 x); below CANDIDATES (100) each part "
+                             "of the fused request asks for CANDIDATES rows instead of the rows it returns")
     parser.add_argument("--ef-filtered", type=int, default=0,
                         help="INDEX['HNSW_EF_FILTERED'] (0: the default, 4 x HNSW_EF)")
     parser.add_argument("--threshold-kb", type=int, default=0,

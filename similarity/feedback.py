@@ -25,13 +25,13 @@ FEEDBACK_WEIGHT = 0.5
 def feedback_vector(query: np.ndarray, images: np.ndarray, *, weight: float = FEEDBACK_WEIGHT) -> np.ndarray:
     """``query`` (unit length) moved towards the mean of ``images`` (unit rows), unit length.
 
-    With no image to learn from (the best-matching products have no photo) the query is
-    returned unchanged.
+    With no image to learn from (the best-matching products have no photo), or image vectors of
+    another dimension (not a joint space), the query is returned unchanged.
     """
     query = np.asarray(query, dtype=np.float32)
-    images = np.asarray(images, dtype=np.float32).reshape(-1, query.shape[-1])
-    if not len(images) or weight <= 0:
-        return query
+    images = np.asarray(images, dtype=np.float32)
+    if weight <= 0 or not images.size or images.ndim != 2 or images.shape[1] != query.shape[-1]:
+        return query  # nothing to learn from, or photos of another space (no joint adapter)
     mixed = (1.0 - weight) * query + weight * images.mean(axis=0)
     norm = float(np.linalg.norm(mixed))
     return query if norm == 0 else (mixed / norm).astype(np.float32)

@@ -55,10 +55,10 @@ def _search_joint(vector: list[float], *, model: Any, limit: int, filters: dict[
     if down is not None:
         return SimilarResult(ResultStatus.UNAVAILABLE, message=down)
     try:
-        index = registry.vector_index(spec)
+        index, weights = registry.vector_index(spec), registry.fusion_weights(spec)
         found = index.query_fused(FusedQuery(
-            vectors={"text": vector, "image": _image_side(index, vector, search_filter)},
-            weights=registry.fusion_weights(spec),
+            vectors={"text": vector, "image": _image_side(index, vector, search_filter, weights)},
+            weights=weights,
             fetch=max(get_settings().candidates, limit * 4), limit=limit, filter=search_filter or None,
         ))
     except IndexUnavailable as exc:
@@ -69,13 +69,15 @@ def _search_joint(vector: list[float], *, model: Any, limit: int, filters: dict[
     return SimilarResult(ResultStatus.OK, load_hits(spec, ranked, filters))
 
 
-def _image_side(index: Any, vector: list[float], search_filter: Any) -> list[float]:
+def _image_side(index: Any, vector: list[float], search_filter: Any, weights: dict[str, float]) -> list[float]:
     """The typed words' vector for the image vectors: :func:`.feedback.feedback_vector` over the
     image vectors of the :data:`~.feedback.FEEDBACK_K` best text matches (within the filter)."""
     import numpy as np
 
     from .feedback import FEEDBACK_K, feedback_vector
 
+    if weights.get("image", 0.0) <= 0:
+        return vector  # the photos take no part: no need to ask for them
     hits = index.query("text", vector, limit=FEEDBACK_K, filter=search_filter or None)
     stored = index.retrieve([h.id for h in hits], with_vectors=True) if hits else {}
     images = [point.vectors["image"] for point in stored.values() if point.vectors.get("image") is not None]

@@ -142,6 +142,10 @@ def test_server_set_payload_never_writes_back_a_stale_flag(url, tmp_path):
     flagged = idx.query("text", vec(2, 4), limit=10, filter=SearchFilter(match={PARTIAL: 1}))
     assert flagged == [], "the flag read before the other write was written back"
     assert idx.retrieve([pid(2)])[pid(2)].payload["brand"] == "replaced"
+    # keys that are not plain names are removed as keys, not read as nested paths
+    idx.set_payload(pid(1), {"pk": 1, "size.eu": "42", "colour name": "red", "note": "x"})
+    idx.set_payload(pid(1), {"pk": 1, "note": None})
+    assert idx.retrieve([pid(1)])[pid(1)].payload == {"pk": 1}, "a None value is an absent key"
     idx.close()
 
 

@@ -12,9 +12,11 @@ import pytest
 from django.core.management import call_command
 
 from similarity import registry, services
-from similarity.feedback import feedback_vector
+from similarity.evaluation.catalog import load_catalog
+from similarity.feedback import feedback_matrix, feedback_vector
 from similarity.fusion import weights_for
 from similarity.models import AdapterArtifact, IndexState
+from similarity.search import _image_side
 from similarity.training.heads import Heads, TrainConfig, train_heads
 from similarity.training.reliability import modality_weights
 
@@ -126,6 +128,12 @@ def test_train_activate_search_and_roll_back(flipkart: Path, flipkart_rows: list
     for hit in hits:
         assert hit.scores["image"] == pytest.approx(float(image_side @ stored[spec.point_id(hit.pk)].vectors["image"]),
                                                     abs=1e-3)
+    # ... the same vector the evaluation ranks photos by (one function, two callers)
+    catalog = load_catalog()
+    measured = feedback_matrix(words[None], catalog.vectors["text"], catalog.vectors["image"],
+                               catalog.present["text"], catalog.present["image"])[0]
+    assert np.allclose(_image_side(index, words.tolist(), None, weights_for()), measured, atol=1e-4)
+    assert np.allclose(measured, image_side, atol=1e-4)
 
     # a photo: encoded into the joint space (whole + centre crop), matched against the image vectors
     photo = flipkart / next(r["image"] for r in flipkart_rows if r["sku"] == products[0].sku)

@@ -168,6 +168,8 @@ def query_tables(catalog: EvalCatalog, options: dict[str, Any], ks: Sequence[int
     with open(path, newline="", encoding="utf-8-sig") as fh:
         fields = set(csv.DictReader(fh).fieldnames or [])
     if "image" in fields:
+        if options.get("cross_split"):
+            raise EvaluationError("--cross-split with --queries needs text,label rows, not photos")
         return evaluate_query_file(catalog, path, ks=ks)
     relevance = labels_relevance(catalog, options["labels"]) if options.get("labels") else None
     chosen = [r for r in rankings if r in QUERY_RANKINGS]
@@ -182,6 +184,8 @@ def query_tables(catalog: EvalCatalog, options: dict[str, Any], ks: Sequence[int
     out: dict[str, dict[str, float]] = {}
     for suffix, part, rel in parts:
         labels = rel.labels if rel is not None else None
+        if suffix and not _has_queries(path, labels):
+            continue  # no query of this file is about this half's products
         found = evaluate_text_queries(part, path, labels=labels, rankings=chosen, ks=ks)
         if options.get("compare_untrained"):
             plain = evaluate_text_queries(untrained_catalog(part), path, labels=labels, rankings=chosen, ks=ks,
@@ -189,6 +193,11 @@ def query_tables(catalog: EvalCatalog, options: dict[str, Any], ks: Sequence[int
             found.update({f"{name} (untrained)": values for name, values in plain.items()})
         out.update({f"{name}{suffix}": values for name, values in found.items()})
     return out
+
+
+def _has_queries(path: Path, labels: np.ndarray | None) -> bool:
+    present = set(labels.tolist()) if labels is not None else set()
+    return any((row.get("label") or "").strip() in present for row in read_queries(path))
 
 
 def add_untrained(result: Any, catalog: EvalCatalog, relevance: Any, queries: np.ndarray,

@@ -219,12 +219,16 @@ class QdrantServerIndex:
     def set_payload(self, id: str, payload: dict[str, Any]) -> None:
         """Replace the point's public payload; the index's own flag is never written here, so an
         upsert by another process between the read and the write cannot be undone by a stale copy
-        of it (one request: set the new keys, delete the public keys the payload no longer has)."""
+        of it (one request: set the new keys, delete the public keys the payload no longer has).
+        Not a strict replace under concurrency: a key another writer adds between the read and
+        the request stays."""
         from qdrant_client import models
 
         def run() -> None:
-            new = public_payload(payload)
-            stale = sorted({key for record in self.client.retrieve(self.name, ids=[id], with_payload=True)
+            # a None value is an absent key here (Qdrant's payload merge drops it anyway)
+            new = {key: value for key, value in public_payload(payload).items() if value is not None}
+            stale = sorted({_json_path(key)
+                            for record in self.client.retrieve(self.name, ids=[id], with_payload=True)
                             for key in (record.payload or {}) if key not in new and key != PARTIAL})
             operations: list[Any] = [models.SetPayloadOperation(set_payload=models.SetPayload(payload=new,
                                                                                             points=[id]))]
@@ -396,6 +400,12 @@ class QdrantServerIndex:
         if self._client is not None and self._target is None:
             self._client.close()
             self._client = None
+
+
+def _json_path(key: str) -> str:
+    """A top-level payload key as Qdrant's key path (a key that is not a plain name is quoted, or
+    ``a.b`` would name a nested field)."""
+    return key if key.isidentifier() else '"' + key.replace('"', '\\"') + '"'
 
 
 def to_client_filter(spec: SearchFilter, *, must: list[Any] | None = None, should: list[Any] | None = None,
