@@ -412,7 +412,7 @@ def print_table(results: dict[str, Any]) -> None:
             if "error" in row:
                 lines.append(f"scale {int(size):>8} {variant}: not measured: {row['error']}")
                 continue
-            for name in ("no_filter", "filtered", "filtered_acorn", "filtered_wide"):
+            for name in ("no_filter", "own_category", "filtered", "filtered_acorn", "filtered_wide"):
                 if name not in row:
                     continue
                 p, naive = row[name], row["five_round_trips"][name]
