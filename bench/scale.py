@@ -268,7 +268,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     rss_start = memory_mb("VmRSS")
     index = QdrantEdgeIndex(path=str(folder), collection="scale",
                             tuning=IndexSettings(quantization=args.quantization, on_disk=args.on_disk,
-                                                 optimize_after=0, **_tuning(args)))
+                                                 optimize_after=0, preload=False,  # cache_files, or --cold
+                                                 **_tuning(args)))
     index.ensure(dims, SCHEMA)
     if args.reuse:  # the queries only, on an index an earlier run kept (--keep)
         return measure(args, index, points, folder, {"reused": str(folder)})
@@ -316,24 +317,18 @@ def query_filter(match: dict[str, Any], point: Any, *, exclude: str | None = Non
 
 def cache_files(folder: Path) -> dict[str, Any]:
     """Read the index's files once, so that the kernel's page cache holds them: the steady state
-    of a serving process that has run a while (with ``ON_DISK`` off Qdrant loads the vectors into
-    memory at open anyway). Without it the timed queries read from the disk: on this machine the
-    page cache of a finished process is dropped, so every fresh run starts cold (1M points,
-    float32 + disk: no-filter p50 15.9 ms cold, 2.7 ms with the files cached, same queries).
-    Skipped when the files would not fit in available memory (then the cold figures are the
-    honest ones)."""
-    files = [f for f in folder.rglob("*") if f.is_file()]
-    size_mb = sum(f.stat().st_size for f in files) / 2**20
-    available = next((int(line.split()[1]) / 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemAvailable:")), 0.0)
-    if size_mb > 0.8 * available:
-        return {"index_files_cached": False, "index_files_mb": size_mb, "memory_available_mb": available}
-    started = time.perf_counter()
-    for f in files:
-        with open(f, "rb") as fh:
-            while fh.read(1 << 24):
-                pass
-    return {"index_files_cached": True, "index_files_mb": size_mb, "cache_seconds": time.perf_counter() - started}
+    of a serving process that has run a while, and what ``INDEX["PRELOAD"]`` does in the
+    background when a process opens a generation (:mod:`similarity.index.preload`; here before the
+    queries, so that none of them is timed during it). Without it the timed queries read from the
+    disk: on this machine the page cache of a finished process is dropped, so every fresh run
+    starts cold (1M points, float32 + disk: no-filter p50 15.9 ms cold, 2.7 ms with the files
+    cached, same queries). Skipped when the files would not fit in 80% of the available memory
+    (then the cold figures are the honest ones)."""
+    from similarity.index.preload import preload
+
+    done = preload(folder, share=0.8)
+    return {"index_files_cached": done["preloaded"], "index_files_mb": done["files_mb"],
+            **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 
 
 def warm_up(index: Any, rows: np.ndarray) -> None:

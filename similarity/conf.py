@@ -57,6 +57,9 @@ class IndexSettings:
     #: modality, and the fused one) that make the index re-optimise in the background, in a child process, while it
     #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
     optimize_after: int = 20_000
+    #: Qdrant Edge: read a generation's files into the page cache in a background thread when a
+    #: process opens it, so that its first queries do not wait on the disk (similarity.index.preload)
+    preload: bool = True
 
     def exact_for(self, points: int, dims: int) -> bool:
         """Whether a filtered search that leaves ``points`` of ``dims`` floats is run exact."""

@@ -80,6 +80,8 @@ class QdrantEdgeIndex:
         self._written_since_check = 0
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
+        #: the thread reading the open generation's files into the page cache (``PRELOAD``)
+        self.preloading: threading.Thread | None = None
 
     @property
     def lock(self) -> threading.RLock:
@@ -126,6 +128,10 @@ class QdrantEdgeIndex:
             ) from exc
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
+        if self.tuning.preload:
+            from .preload import preload_in_background
+
+            self.preloading = preload_in_background(self.root / name)
         return shard
 
     @staticmethod
