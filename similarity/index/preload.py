@@ -3,11 +3,12 @@
 
 A process that has just opened a generation (at start, or after a rebuild's switch) reads its
 HNSW graphs, payload indexes and, with ``ON_DISK``, its vectors from the disk, one page at a time,
-as queries touch them: at 1M points the first queries took p50 15.9 ms against 2.7 ms once the
-files were in memory, at 100k 4-6 ms against 2.6 (docs/benchmarks.md, "Scale in the steady
-state"). Reading the files sequentially in a background thread right after the open gets there in
-seconds (13.6 GB in 26 s on the bench machine) while queries are answered; the reads release the
-GIL. Skipped when the files would take more than :data:`MEMORY_SHARE` of the memory available
+as queries touch them: at 1M points (float32, ``ON_DISK``) the first queries took p50 / p99
+15.9 / 27.0 ms against 2.7 / 3.9 ms once the files were in memory; at 100k with the vectors in RAM
+(loaded at open anyway) the difference is small, p99 5.6 against 4.3 ms (docs/benchmarks.md,
+"Scale in the steady state"). Reading the files sequentially in a background thread right after
+the open gets there in seconds (13.6 GB in 25 s on the bench machine) while queries are answered;
+the reads release the GIL. Skipped when the files would take more than :data:`MEMORY_SHARE` of the memory available
 (the page cache would only evict something else).
 """
 
