@@ -321,12 +321,13 @@ def cache_files(folder: Path) -> dict[str, Any]:
     background when a process opens a generation (:mod:`similarity.index.preload`; here before the
     queries, so that none of them is timed during it). Without it the timed queries read from the
     disk: on this machine the page cache was often gone when the next run started (after the
-    large runs it was dropped when their process exited), so a fresh run may start cold (1M points, float32 + disk: no-filter p50 15.9 ms cold, 2.7 ms with the files
-    cached, same queries). Skipped when the files would not fit in 80% of the available memory
-    (then the cold figures are the honest ones)."""
+    large runs it was dropped when their process exited), so a fresh run may start cold (1M
+    points, float32 + disk: no-filter p50 15.9 ms cold, 2.7 ms with the files cached, same
+    queries). Skipped when the files would not fit in 80% of the available memory (then the
+    cold figures are the honest ones)."""
     from similarity.index.preload import preload
 
-    done = preload(folder, share=0.8)
+    done = preload(folder)
     return {"index_files_cached": done["preloaded"], "index_files_mb": done["files_mb"],
             **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 

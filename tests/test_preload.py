@@ -4,6 +4,7 @@ Real Qdrant Edge shards on disk."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def test_preload_reads_every_file_of_the_generation_once(tmp_path):
     assert done["read_mb"] == pytest.approx(on_disk, rel=0.05) and done["files_mb"] == pytest.approx(on_disk, rel=0.05)
     refused = preload(folder, share=0.0)  # more than the memory it may take: nothing read
     assert not refused["preloaded"] and "read_mb" not in refused
+    stop = threading.Event()
+    stop.set()  # the generation was closed: the read stops
+    stopped = preload(folder, stop=stop)
+    assert stopped["stopped"] and stopped["read_mb"] == 0
+    assert not preload(tmp_path / "gone")["preloaded"]  # a folder swept meanwhile: nothing, no error
 
 
 def test_opening_a_generation_preloads_it_in_the_background_and_queries_meanwhile(tmp_path, caplog):
@@ -60,3 +66,14 @@ def test_opening_a_generation_preloads_it_in_the_background_and_queries_meanwhil
     assert not reader.preloading.is_alive()
     assert any(r.getMessage().startswith(f"preloaded {_generation(reader).name}:") for r in caplog.records)
     reader.close()
+    again = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="p", tuning=IndexSettings())
+    assert again.count() == 300 and again.preloading is None, "once per generation per process"
+    # a generation being built is never read (it is written meanwhile); the switch opens it
+    target = again.start_rebuild(DIMS, SCHEMA)
+    target.upsert(list(again.iter_points()))
+    assert target.preloading is None
+    again.finish_rebuild(target)
+    assert again.count() == 300
+    assert again.preloading is not None, "the new live generation is read after the switch"
+    again.preloading.join(timeout=30)
+    again.close()

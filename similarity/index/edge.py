@@ -80,8 +80,10 @@ class QdrantEdgeIndex:
         self._written_since_check = 0
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
-        #: the thread reading the open generation's files into the page cache (``PRELOAD``)
+        #: the thread reading the open generation's files into the page cache (``PRELOAD``),
+        #: stopped when the generation is closed
         self.preloading: threading.Thread | None = None
+        self._preload_stop = threading.Event()
 
     @property
     def lock(self) -> threading.RLock:
@@ -128,10 +130,11 @@ class QdrantEdgeIndex:
             ) from exc
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
-        if self.tuning.preload:
+        if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
 
-            self.preloading = preload_in_background(self.root / name)
+            self._preload_stop = threading.Event()
+            self.preloading = preload_in_background(self.root / name, self._preload_stop)
         return shard
 
     @staticmethod
@@ -163,6 +166,7 @@ class QdrantEdgeIndex:
             return self._shard
 
     def _release(self) -> None:
+        self._preload_stop.set()
         if self._shard is not None:
             try:
                 self._shard.flush()

@@ -1,5 +1,6 @@
 """Read an index generation's files once, so that the kernel's page cache holds them
-(``SIMILARITY["INDEX"]["PRELOAD"]``, on by default).
+(``SIMILARITY["INDEX"]["PRELOAD"]``, on by default; Linux: elsewhere the free memory is not known
+and nothing is read).
 
 A process that has just opened a generation (at start, or after a rebuild's switch) reads its
 HNSW graphs, payload indexes and, with ``ON_DISK``, its vectors from the disk, one page at a time,
@@ -8,13 +9,18 @@ as queries touch them: at 1M points (float32, ``ON_DISK``) the first queries too
 (loaded at open anyway) the difference is small, p99 5.6 against 4.3 ms (docs/benchmarks.md,
 "Scale in the steady state"). Reading the files sequentially in a background thread right after
 the open gets there in seconds (13.6 GB in 25 s on the bench machine) while queries are answered;
-the reads release the GIL. Skipped when the files would take more than :data:`MEMORY_SHARE` of the memory available
-(the page cache would only evict something else).
+the reads release the GIL.
+
+Each generation is read at most once per process (a worker that opens and closes the index for
+every task does not read it again), never while it is being built (a pinned generation), and the
+read stops when the process closes the generation. Skipped when the files would take more than
+:data:`MEMORY_SHARE` of the memory available (the page cache would only evict something else).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,52 +28,82 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: the most of ``MemAvailable`` an index's files may take to be preloaded
-MEMORY_SHARE = 0.5
+#: the most of the available memory (``MemAvailable``, or what the cgroup still allows) an
+#: index's files may take to be preloaded: 13.6 GB of a 1M float32 index on a 24 GiB host fits
+MEMORY_SHARE = 0.8
 CHUNK = 1 << 24
+
+_started: set[str] = set()
+_started_lock = threading.Lock()
 
 
 def available_mb() -> float:
-    """``MemAvailable`` from /proc/meminfo (0 where there is none: nothing is preloaded)."""
+    """``MemAvailable`` from /proc/meminfo, capped by the cgroup's (v2) limit less its usage; 0
+    where neither is known (nothing is preloaded)."""
+    available = 0.0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+                available = int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return 0.0
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available, max(0, int(limit) - used) / 2**20)
+    except (OSError, ValueError):
         pass
-    return 0.0
+    return available
 
 
-def preload(folder: Path, *, share: float = MEMORY_SHARE) -> dict[str, Any]:
-    """Read every file under ``folder`` once (when they fit in ``share`` of the available memory).
-    Returns what it did: ``preloaded``, ``files_mb``, ``read_mb``, ``seconds``."""
-    files = [f for f in Path(folder).rglob("*") if f.is_file()]
+def _files(folder: Path) -> list[Path]:
+    """The files under ``folder`` (``os.walk`` skips what vanishes meanwhile: the engine replaces
+    segments, a rebuild sweeps old generations)."""
+    return [Path(root) / name for root, _dirs, names in os.walk(folder) for name in names]
+
+
+def preload(folder: Path, *, share: float = MEMORY_SHARE, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Read every file under ``folder`` once (when they fit in ``share`` of the available memory),
+    until ``stop`` is set. Returns what it did: ``preloaded``, ``files_mb``, ``read_mb``, ``seconds``."""
+    files = _files(Path(folder))
     size_mb = sum(_size(f) for f in files) / 2**20
     memory = available_mb()
-    if size_mb > share * memory:
+    if not files or size_mb > share * memory:
         return {"preloaded": False, "files_mb": size_mb, "memory_available_mb": memory}
     started, read = time.perf_counter(), 0
+    buffer = bytearray(CHUNK)
     for path in files:
+        if stop is not None and stop.is_set():
+            break
         try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    read += len(chunk)
+            with open(path, "rb", buffering=0) as fh:
+                while (n := fh.readinto(buffer)) and not (stop is not None and stop.is_set()):
+                    read += n
         except OSError:  # a file replaced by the engine meanwhile: nothing to warm
             continue
     return {"preloaded": True, "files_mb": size_mb, "read_mb": read / 2**20,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "stopped": bool(stop is not None and stop.is_set())}
 
 
-def preload_in_background(folder: Path) -> threading.Thread:
-    """:func:`preload` in a daemon thread; logs what it did."""
+def preload_in_background(folder: Path, stop: threading.Event) -> threading.Thread | None:
+    """:func:`preload` in a daemon thread, once per folder per process; logs what it did.
+    None when this process has read (or is reading) ``folder`` already."""
+    key = str(Path(folder).resolve())
+    with _started_lock:
+        if key in _started:
+            return None
+        _started.add(key)
+
     def run() -> None:
         try:
-            done = preload(folder)
+            done = preload(folder, stop=stop)
         except Exception:  # noqa: BLE001 - warming a cache must never hurt the process
-            logger.exception("could not preload %s", folder)
+            logger.debug("could not preload %s", folder, exc_info=True)
             return
         if done["preloaded"]:
-            logger.info("preloaded %s: %.0f MB in %.1f s", Path(folder).name, done["read_mb"], done["seconds"])
+            logger.info("preloaded %s: %.0f MB in %.1f s%s", Path(folder).name, done["read_mb"], done["seconds"],
+                        " (stopped: the generation was closed)" if done["stopped"] else "")
         else:
             logger.info("not preloading %s: %.0f MB of files, %.0f MB of memory available",
                         Path(folder).name, done["files_mb"], done["memory_available_mb"])
