@@ -412,12 +412,13 @@ def print_table(results: dict[str, Any]) -> None:
             if "error" in row:
                 lines.append(f"scale {int(size):>8} {variant}: not measured: {row['error']}")
                 continue
-            for name in ("no_filter", "own_category", "filtered", "filtered_acorn", "filtered_wide"):
+            for name in ("no_filter", "own_category", "filtered", "filtered_acorn", "filtered_wide",
+                         "own_real_category", "real_category"):
                 if name not in row:
                     continue
                 p, naive = row[name], row["five_round_trips"][name]
                 lines.append(
-                    f"scale {int(size):>8} {variant:<10} {name:<14} one request p50 {p['p50_ms']:6.1f} "
+                    f"scale {int(size):>8} {variant:<10} {name:<17} one request p50 {p['p50_ms']:6.1f} "
                     f"p95 {p['p95_ms']:6.1f} p99 {p['p99_ms']:6.1f} ms | five round trips p50 "
                     f"{naive['p50_ms']:6.1f} p99 {naive['p99_ms']:6.1f} ms "
                     f"(x{naive['p50_ms'] / max(p['p50_ms'], 1e-9):.1f}"

@@ -13,7 +13,10 @@ top 10 against an exact brute-force fused ranking over all points (numpy, same w
 filters), the same queries through the previous five-round-trip path (per-modality queries plus
 id-restricted rescoring, the naive baseline) for the ratio, peak RAM and disk. The filtered
 queries run twice: plain HNSW, and with ACORN (``INDEX["ACORN"]``: a filter that leaves few points
-is searched through neighbours' neighbours too). Before the queries the index's files are read
+is searched through neighbours' neighbours too). Two kinds of category: ``category_ids``, made up
+(a product type's number mod 60: each category is some 17 types scattered over the space, the
+hard case for a graph), and ``real_category``, flipkart's own level-2 category of the point's main
+product type (a region of the space, as a shop's categories are). Before the queries the index's files are read
 once into the page cache (a serving process's steady state; ``--cold`` leaves them out, see
 :func:`cache_files`).
 """
@@ -42,9 +45,12 @@ CHUNK = 2000
 FETCH = 100
 #: untimed queries of other points before the timed ones (see :func:`warm_up`)
 WARM_UP = 100
-SCHEMA = {"pk": "keyword", "group": "keyword", "model": "keyword", "category_ids": "integer", "in_stock": "bool"}
-#: a filter value: the query point's own category
+SCHEMA = {"pk": "keyword", "group": "keyword", "model": "keyword", "category_ids": "integer", "in_stock": "bool",
+          "real_category": "integer"}
+#: a filter value: the query point's own category (of the field filtered)
 OWN = "own"
+#: a filter value of ``real_category``: a real level-2 category of median size (see :class:`Points`)
+FAR = "far"
 FILTERS: tuple[tuple[str, dict[str, Any], bool], ...] = (  # (name, filter, ACORN)
     ("no_filter", {}, False), ("filtered", {"category_ids": 7, "in_stock": True}, False),
     ("filtered_acorn", {"category_ids": 7, "in_stock": True}, True),
@@ -55,6 +61,12 @@ FILTERS: tuple[tuple[str, dict[str, Any], bool], ...] = (  # (name, filter, ACOR
     # same_category). As selective as category 7 (1.3% of the points), but around the query,
     # where category 7 is, for most queries, a far corner of the space
     ("own_category", {"category_ids": OWN, "in_stock": True}, False),
+    # ``category_ids`` above is made up: product type mod 60, so each "category" is about 17 product
+    # types scattered over the space. A shop's real categories are regions of it: ``real_category``
+    # is the level-2 flipkart category of each point's main product type. One real category (of median
+    # size: far from most queries, as category 7 is) and the query's own one
+    ("real_category", {"real_category": FAR, "in_stock": True}, False),
+    ("own_real_category", {"real_category": OWN, "in_stock": True}, False),
 )
 
 
@@ -62,17 +74,18 @@ FILTERS: tuple[tuple[str, dict[str, Any], bool], ...] = (  # (name, filter, ACOR
 # Real vectors (parent process, with Django)
 # ---------------------------------------------------------------------------------------------
 def real_vectors(products: list[Any], cache: Path) -> Path:
-    """flipkart-1050's image and text vectors (products with an image), cached as .npz."""
+    """flipkart-1050's image and text vectors (products with an image) and each one's level-2
+    category (``labels``: an index into the sorted level-2 paths; -1 = none), cached as .npz."""
     from similarity import registry
     from similarity.encoders.image_decoding import open_image
 
     spec = registry.get_spec()
     text, image = registry.text_encoder(), registry.image_encoder()
-    key = hashlib.sha1(f"{text.version}|{image.version}|{len(products)}".encode(), usedforsecurity=False)
+    key = hashlib.sha1(f"{text.version}|{image.version}|{len(products)}|labels".encode(), usedforsecurity=False)
     path = cache / f"real-vectors-{key.hexdigest()[:12]}.npz"
     if path.is_file():
         return path
-    texts, images = [], []
+    texts, images, paths = [], [], []
     for product in products:
         sources = spec.get_images(product)
         if not sources:
@@ -80,10 +93,13 @@ def real_vectors(products: list[Any], cache: Path) -> Path:
         with sources[0].open() as fh:
             images.append(open_image(fh, name=sources[0].name, max_pixels=40_000_000))
         texts.append(spec.get_text(product))
+        paths.append(" > ".join(spec.get_taxonomy(product)[:2]))
+    names = sorted({p for p in paths if p})
     vectors = {"image": np.concatenate([image.encode(images[i:i + 32]) for i in range(0, len(images), 32)]),
                "text": np.concatenate([text.encode(texts[i:i + 64]) for i in range(0, len(texts), 64)])}
+    labels = np.asarray([names.index(p) if p else -1 for p in paths], dtype=np.int64)
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **vectors)
+    np.savez(path, **vectors, labels=labels)
     return path
 
 
@@ -123,11 +139,24 @@ def bench_scale(products: list[Any], sizes: list[int], workdir: Path, n_queries:
 class Points:
     """Deterministic synthetic products from the real vectors: chunk ``c`` is always the same."""
 
-    def __init__(self, centres: dict[str, np.ndarray]) -> None:
+    def __init__(self, centres: dict[str, np.ndarray], labels: np.ndarray | None = None) -> None:
         self.centres = centres
         self.n_real = len(next(iter(centres.values())))
+        #: each real product's level-2 category (a cache from before labels: all -1)
+        self.labels = labels if labels is not None else np.full(self.n_real, -1, dtype=np.int64)
+        # a typical real category: the one of median size among those with products (ties: the
+        # first); on flipkart-1050, 9 of 1,047 products
+        sizes = np.bincount(self.labels[self.labels >= 0])
+        present = np.flatnonzero(sizes)
+        self.far = int(present[np.argsort(sizes[present], kind="stable")[len(present) // 2]]) if len(present) else -1
 
-    def chunk(self, start: int, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def resolve(self, match: dict[str, Any]) -> dict[str, Any]:
+        """``match`` with :data:`FAR` replaced by its category."""
+        return {k: (self.far if v == FAR else v) for k, v in match.items()}
+
+    def chunk(self, start: int, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Vectors and the payload fields the filters read (``category_ids``, ``in_stock``,
+        ``real_category``) of points ``start`` to ``start + n``."""
         rng = np.random.default_rng(start + 7)
         first = rng.integers(0, self.n_real, n)
         second = rng.integers(0, self.n_real, n)
@@ -140,7 +169,7 @@ class Points:
             vectors[name] = v / np.linalg.norm(v, axis=1, keepdims=True)
         category = (first % 60).astype(np.int64)
         in_stock = rng.random(n) < 0.8
-        return vectors, category, in_stock
+        return vectors, {"category_ids": category, "in_stock": in_stock, "real_category": self.labels[first]}
 
 
 def memory_mb(field: str) -> float:
@@ -161,36 +190,40 @@ def fill(index: Any, points: Points, size: int) -> None:
 
     for start in range(0, size, CHUNK):
         n = min(CHUNK, size - start)
-        vectors, category, in_stock = points.chunk(start, n)
+        vectors, fields = points.chunk(start, n)
         lists = {name: v.tolist() for name, v in vectors.items()}
         index.upsert([
             PointData(point_id(start + k), {name: lists[name][k] for name in lists},
-                      {"pk": str(start + k + 1), "group": str(start + k + 1), "category_ids": [int(category[k])],
-                       "in_stock": bool(in_stock[k]), "model": "bench.synthetic"})
+                      {"pk": str(start + k + 1), "group": str(start + k + 1),
+                       "category_ids": [int(fields["category_ids"][k])], "in_stock": bool(fields["in_stock"][k]),
+                       "real_category": int(fields["real_category"][k]), "model": "bench.synthetic"})
             for k in range(n)
         ])
 
 
 def exact_top(points: Points, size: int, queries: dict[str, np.ndarray], query_rows: np.ndarray,
-              match: dict[str, Any], k: int = 10, own: np.ndarray | None = None) -> list[list[int]]:
+              match: dict[str, Any], k: int = 10, own: dict[str, np.ndarray] | None = None) -> list[list[int]]:
     """Brute force: every point's fused score for every query, the best ``k`` (row numbers).
-    ``own``: each query's category, for a filter on :data:`OWN`."""
+    ``own``: each query's value of a field, for a filter on :data:`OWN`."""
+    match = points.resolve(match)
     best_scores = np.full((len(query_rows), 0), -np.inf)
     best_rows = np.zeros((len(query_rows), 0), dtype=np.int64)
     total = sum(WEIGHTS.values())
     for start in range(0, size, CHUNK * 5):
         n = min(CHUNK * 5, size - start)
-        vectors, category, in_stock = _chunks(points, start, n)
+        vectors, fields = _chunks(points, start, n)
         fused = sum(WEIGHTS[name] * (queries[name] @ vectors[name].T) for name in WEIGHTS) / total
         allowed = np.ones(n, dtype=bool)
-        if "category_ids" in match and match["category_ids"] != OWN:
-            allowed &= np.isin(category, match["category_ids"])
-        if match.get("in_stock"):
-            allowed &= in_stock
+        for field, value in match.items():
+            if field == "in_stock":
+                allowed &= fields["in_stock"] if value else True
+            elif value != OWN:
+                allowed &= np.isin(fields[field], value)
         fused[:, ~allowed] = -np.inf
-        if match.get("category_ids") == OWN:
-            assert own is not None
-            fused[category[None, :] != own[:, None]] = -np.inf
+        for field, value in match.items():
+            if value == OWN:
+                assert own is not None
+                fused[fields[field][None, :] != own[field][:, None]] = -np.inf
         rows = np.arange(start, start + n)
         fused[(query_rows[:, None] == rows[None, :])] = -np.inf  # never the query itself
         scores = np.concatenate([best_scores, fused], axis=1)
@@ -202,10 +235,23 @@ def exact_top(points: Points, size: int, queries: dict[str, np.ndarray], query_r
             for rows, scores in zip(best_rows, best_scores, strict=True)]
 
 
-def _chunks(points: Points, start: int, n: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _chunks(points: Points, start: int, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     parts = [points.chunk(s, min(CHUNK, start + n - s)) for s in range(start, start + n, CHUNK)]
     vectors = {name: np.concatenate([p[0][name] for p in parts]) for name in WEIGHTS}
-    return vectors, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+    return vectors, {field: np.concatenate([p[1][field] for p in parts]) for field in parts[0][1]}
+
+
+def filter_count(points: Points, size: int, match: dict[str, Any]) -> int:
+    """How many points pass ``match`` (a filter without :data:`OWN`)."""
+    match = points.resolve(match)
+    passing = 0
+    for start in range(0, size, CHUNK * 5):
+        _vectors, fields = _chunks(points, start, min(CHUNK * 5, size - start))
+        allowed = np.ones(len(fields["in_stock"]), dtype=bool)
+        for field, value in match.items():
+            allowed &= fields["in_stock"] if field == "in_stock" else np.isin(fields[field], value)
+        passing += int(allowed.sum())
+    return passing
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -260,7 +306,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     from similarity.index.edge_optimize import optimize_in_child
 
     data = np.load(args.centres)
-    points = Points({name: data[name].astype(np.float32) for name in ("image", "text")})
+    points = Points({name: data[name].astype(np.float32) for name in ("image", "text")},
+                    data["labels"] if "labels" in data.files else None)
     dims = {name: int(v.shape[1]) for name, v in points.centres.items()}
     folder = args.reuse or Path(args.workdir) / f"scale-edge-{args.size}-{args.quantization or 'f32'}"
     if not args.reuse:
@@ -305,14 +352,20 @@ def _tuning(args: argparse.Namespace) -> dict[str, int]:
     return {**tuning, "hnsw_ef_filtered": args.ef_filtered} if args.ef_filtered else tuning
 
 
-def query_filter(match: dict[str, Any], point: Any, *, exclude: str | None = None) -> Any:
-    """The ``SearchFilter`` of ``match`` for the query ``point`` (:data:`OWN`: its own category)."""
+def query_filter(match: dict[str, Any], point: Any, *, exclude: str | None = None, far: int | None = None) -> Any:
+    """The ``SearchFilter`` of ``match`` for the query ``point`` (:data:`OWN`: its own value of
+    the field; :data:`FAR`: ``far``)."""
     from similarity.index.base import SearchFilter
 
-    concrete = {k: (point.payload["category_ids"][0] if v == OWN else v) for k, v in match.items()}
+    concrete = {k: (_own(point, k) if v == OWN else far if v == FAR else v) for k, v in match.items()}
     return SearchFilter(match={k: v for k, v in concrete.items() if not isinstance(v, list)},
                         match_any={k: v for k, v in concrete.items() if isinstance(v, list)},
                         exclude_ids=frozenset({exclude}) if exclude else frozenset())
+
+
+def _own(point: Any, field: str) -> Any:
+    value = point.payload[field]
+    return value[0] if isinstance(value, list) else value
 
 
 def cache_files(folder: Path) -> dict[str, Any]:
@@ -332,7 +385,7 @@ def cache_files(folder: Path) -> dict[str, Any]:
             **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 
 
-def warm_up(index: Any, rows: np.ndarray) -> None:
+def warm_up(index: Any, rows: np.ndarray, far: int) -> None:
     """A serving process's steady state: other points' queries, untimed, under every filter (the
     index files were just opened or written; the first queries would time page faults)."""
     from similarity.index.base import FusedQuery
@@ -340,7 +393,7 @@ def warm_up(index: Any, rows: np.ndarray) -> None:
     stored = index.retrieve([point_id(int(r)) for r in rows], with_vectors=True)
     for _name, match, _acorn in FILTERS:
         for point in stored.values():
-            flt = query_filter(match, point)
+            flt = query_filter(match, point, far=far)
             index.query_fused(FusedQuery(vectors=point.vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
                                          filter=flt, group_by="group", payload_fields=("pk", "group")))
             five_round_trips(index, point.vectors, flt)
@@ -354,11 +407,12 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
     drawn = np.random.default_rng(3).choice(args.size, args.queries + WARM_UP, replace=False)
     rows, warm_rows = np.sort(drawn[:args.queries]), drawn[args.queries:]
     cached = cache_files(folder) if not args.cold else {"index_files_cached": False}
-    warm_up(index, warm_rows)
+    warm_up(index, warm_rows, points.far)
     stored = index.retrieve([point_id(int(r)) for r in rows], with_vectors=True)
     query_vectors = [stored[point_id(int(r))].vectors for r in rows]
     queries = {name: np.asarray([q[name] for q in query_vectors], dtype=np.float32) for name in WEIGHTS}
-    own = np.asarray([stored[point_id(int(r))].payload["category_ids"][0] for r in rows])
+    own = {field: np.asarray([_own(stored[point_id(int(r))], field) for r in rows])
+           for field in ("category_ids", "real_category")}
     out: dict[str, Any] = {}
     recall: dict[str, float] = {}
     baseline: dict[str, Any] = {}
@@ -371,7 +425,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         exact = exact_for[key]
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
-            flt = query_filter(match, stored[point_id(int(r))], exclude=point_id(int(r)))
+            flt = query_filter(match, stored[point_id(int(r))], exclude=point_id(int(r)), far=points.far)
             begin = time.perf_counter()
             hits = index.query_fused(FusedQuery(vectors=vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
                                                 filter=flt, group_by="group", payload_fields=("pk", "group")))
@@ -382,7 +436,8 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
             naive.append(time.perf_counter() - begin)
         out[name] = _percentiles(samples)
         baseline[name] = _percentiles(naive)
-        recall[name] = float(np.mean([len(set(f) & set(e)) / max(len(e), 1)
+        # a query with nothing to find (no other point passes its filter) found all of it
+        recall[name] = float(np.mean([len(set(f) & set(e)) / len(e) if e else 1.0
                                       for f, e in zip(found_all, exact, strict=True)]))
     result = {
         **out, "five_round_trips": baseline, "recall@10": recall, **built,
@@ -392,6 +447,9 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "disk_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
         "quantization": args.quantization or "none", "on_disk": args.on_disk,
         "vectors": "flipkart-1050 real vectors, mixed pairs + noise", "real_products": points.n_real,
+        "real_category_far": points.far,
+        "filter_points": {name: filter_count(points, args.size, match)
+                          for name, match, _ in FILTERS if OWN not in match.values()},
         "weights": WEIGHTS, "fetch": FETCH, "warm_up_queries": WARM_UP, **cached,
         "hnsw_ef": index.tuning.search_ef(filtered=False),
         "hnsw_ef_filtered": index.tuning.search_ef(filtered=True),

@@ -33,6 +33,9 @@ def test_quick_bench_writes_json_and_charts(flipkart: Path, tmp_path: Path):
     assert 0.0 <= scale["recall@10"]["no_filter"] <= 1.0 and scale["five_round_trips"]["no_filter"]["n"] == 20
     assert scale["points"] == 2000 and scale["indexed_vectors"] > 0  # the generation went live optimised
     assert 0.0 < scale["recall@10"]["filtered_wide"] <= 1.0 and scale["hnsw_ef_filtered"] == 4 * scale["hnsw_ef"]
+    # flipkart's own level-2 categories: one of median size (a few points of 2,000), and the query's own
+    assert 0 < scale["filter_points"]["real_category"] < scale["filter_points"]["filtered_wide"] < 2000
+    assert scale["recall@10"]["real_category"] == scale["recall@10"]["own_real_category"] == 1.0  # exact: small
     assert results["page"]["cold_cache"]["n"] == 5
     assert results["freshness"]["embedded"]["n"] == 3
     assert {p.name for p in tmp_path.glob("*.png")} == {"encode_throughput.png", "latency_by_size.png"}
