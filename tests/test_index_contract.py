@@ -273,6 +273,57 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     idx.close()
 
 
+def test_server_reuses_a_filters_estimated_size(tmp_path):
+    """The server's exact-or-graph choice asks Qdrant how many points a filter keeps; filters with
+    the same conditions (another query's own id left out) reuse that answer for a minute, a filter
+    of ids asks nothing, and an old answer is asked again."""
+    from similarity.conf import IndexSettings
+
+    idx = QdrantServerIndex(url=":memory:", collection="sizes", tuning=IndexSettings(exact_filter_kb=1))
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(n) for n in range(1, 31)])
+    counted: list[object] = []
+    real_count = idx.client.count
+
+    def count(*args, **kwargs):  # the real client's count, recorded
+        counted.append(kwargs.get("count_filter"))
+        return real_count(*args, **kwargs)
+
+    idx.client.count = count
+    request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=20, limit=5)
+    category = SearchFilter(match={"category_ids": 11})
+    first = idx.query_fused(replace(request, filter=replace(category, exclude_ids=frozenset({pid(4)}))))
+    second = idx.query_fused(replace(request, filter=replace(category, exclude_ids=frozenset({pid(7)}))))
+    assert len(counted) == 1  # one estimate for both
+    assert {h.id for h in first} <= {pid(n) for n in range(1, 31) if n % 3 == 1} - {pid(4)}
+    assert pid(7) not in {h.id for h in second} and len(second) == 5
+    idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 12})))  # other conditions
+    assert len(counted) == 2
+    by_ids = idx.query_fused(replace(request, filter=SearchFilter(ids=frozenset({pid(1), pid(2)}))))
+    assert len(counted) == 2 and {h.id for h in by_ids} == {pid(1), pid(2)}
+    idx._filter_sizes.seconds = 0.0  # every answer is old
+    idx.query_fused(replace(request, filter=category))
+    assert len(counted) == 3
+    idx.close()
+
+
+def test_filter_sizes_forget_the_oldest_beyond_capacity():
+    from similarity.index.filter_sizes import FilterSizes, selecting_key
+
+    sizes = FilterSizes(capacity=2)
+    asked: list[int] = []
+
+    def count(n: int):
+        return lambda: asked.append(n) or n
+
+    for n in (1, 2, 1, 3, 2):  # 3 pushes out 1, the oldest answer; 2 is still known
+        assert sizes.size(SearchFilter(match={"c": n}), count(n)) == n
+    assert asked == [1, 2, 3]
+    assert sizes.size(SearchFilter(match={"c": 1}), count(1)) == 1 and asked == [1, 2, 3, 1]
+    assert selecting_key(SearchFilter(match={"c": 1}, exclude={"b": 2})) == selecting_key(SearchFilter(match={"c": 1}))
+    assert selecting_key(SearchFilter(match_any={"c": [1]})) != selecting_key(SearchFilter(match={"c": 1}))
+
+
 # -- the one-request fused query (find_similar's vector side) ---------------------------------
 WEIGHTS = {"image": 0.3, "text": 0.7}
 

@@ -33,6 +33,7 @@ from .base import (
     stored_point,
     with_fused,
 )
+from .filter_sizes import FilterSizes
 from .qdrant_fused import NO_SCORE, fused_arguments, fused_vector_arguments
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class QdrantServerIndex:
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
         self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
+        self._filter_sizes = FilterSizes()  # estimated points per filter, for the exact-or-graph choice
 
     @property
     def client(self) -> Any:
@@ -311,17 +313,21 @@ class QdrantServerIndex:
 
     def _params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
         """As :meth:`QdrantEdgeIndex.params_for`: exact for a filter that selects few enough
-        points (an estimated count, one cheap request), else the graph with ``HNSW_EF_FILTERED``."""
+        points (an estimated count: one cheap request, reused for a minute by filters with the same
+        conditions, :mod:`.filter_sizes`), else the graph with ``HNSW_EF_FILTERED``."""
         if search_filter is None or not search_filter.selects:
             return self._search_params()
         if self.tuning.exact_filter_kb > 0:
             sizes = self._vector_sizes()
             dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
-            points = self._call("count points", lambda: self.client.count(
-                self.name, count_filter=to_client_filter(search_filter), exact=False)).count
+            points = self._filter_sizes.size(search_filter, lambda: self._count_estimate(search_filter))
             if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
                 return self._search_params(filtered=True, exact=True)
         return self._search_params(filtered=True)
+
+    def _count_estimate(self, search_filter: SearchFilter) -> int:
+        return int(self._call("count points", lambda: self.client.count(
+            self.name, count_filter=to_client_filter(search_filter), exact=False)).count)
 
     def _search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:
         from qdrant_client import models
