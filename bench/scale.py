@@ -145,10 +145,14 @@ class Points:
         #: each real product's level-2 category (a cache from before labels: all -1)
         self.labels = labels if labels is not None else np.full(self.n_real, -1, dtype=np.int64)
         # a typical real category: the one of median size among those with products (ties: the
-        # first); on flipkart-1050, 9 of 1,047 products
+        # first); on flipkart-1050, 7 of 1,047 products. -1: no labels (the real filters are left out)
         sizes = np.bincount(self.labels[self.labels >= 0])
         present = np.flatnonzero(sizes)
         self.far = int(present[np.argsort(sizes[present], kind="stable")[len(present) // 2]]) if len(present) else -1
+
+    def filters(self) -> tuple[tuple[str, dict[str, Any], bool], ...]:
+        """:data:`FILTERS`, without those of ``real_category`` when there are no labels."""
+        return tuple(f for f in FILTERS if self.far >= 0 or "real_category" not in f[1])
 
     def resolve(self, match: dict[str, Any]) -> dict[str, Any]:
         """``match`` with :data:`FAR` replaced by its category."""
@@ -214,11 +218,7 @@ def exact_top(points: Points, size: int, queries: dict[str, np.ndarray], query_r
         vectors, fields = _chunks(points, start, n)
         fused = sum(WEIGHTS[name] * (queries[name] @ vectors[name].T) for name in WEIGHTS) / total
         allowed = np.ones(n, dtype=bool)
-        for field, value in match.items():
-            if field == "in_stock":
-                allowed &= fields["in_stock"] if value else True
-            elif value != OWN:
-                allowed &= np.isin(fields[field], value)
+        allowed &= passes(fields, match)
         fused[:, ~allowed] = -np.inf
         for field, value in match.items():
             if value == OWN:
@@ -241,17 +241,25 @@ def _chunks(points: Points, start: int, n: int) -> tuple[dict[str, np.ndarray], 
     return vectors, {field: np.concatenate([p[1][field] for p in parts]) for field in parts[0][1]}
 
 
-def filter_count(points: Points, size: int, match: dict[str, Any]) -> int:
-    """How many points pass ``match`` (a filter without :data:`OWN`)."""
-    match = points.resolve(match)
-    passing = 0
+def passes(fields: dict[str, np.ndarray], match: dict[str, Any]) -> np.ndarray:
+    """Which points pass ``match`` (a resolved filter; :data:`OWN` conditions are left to the
+    caller): a value matches equal values, a list any of them."""
+    allowed = np.ones(len(fields["in_stock"]), dtype=bool)
+    for field, value in match.items():
+        if value != OWN:
+            allowed &= np.isin(fields[field], value)
+    return allowed
+
+
+def filter_counts(points: Points, size: int, matches: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many points pass each of ``matches`` (filters without :data:`OWN`), in one pass."""
+    resolved = {name: points.resolve(match) for name, match in matches.items()}
+    counts = dict.fromkeys(matches, 0)
     for start in range(0, size, CHUNK * 5):
         _vectors, fields = _chunks(points, start, min(CHUNK * 5, size - start))
-        allowed = np.ones(len(fields["in_stock"]), dtype=bool)
-        for field, value in match.items():
-            allowed &= fields["in_stock"] if field == "in_stock" else np.isin(fields[field], value)
-        passing += int(allowed.sum())
-    return passing
+        for name, match in resolved.items():
+            counts[name] += int(passes(fields, match).sum())
+    return counts
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -357,6 +365,8 @@ def query_filter(match: dict[str, Any], point: Any, *, exclude: str | None = Non
     the field; :data:`FAR`: ``far``)."""
     from similarity.index.base import SearchFilter
 
+    if FAR in match.values() and (far is None or far < 0):
+        raise ValueError("a filter on FAR needs the real category (far) it stands for")
     concrete = {k: (_own(point, k) if v == OWN else far if v == FAR else v) for k, v in match.items()}
     return SearchFilter(match={k: v for k, v in concrete.items() if not isinstance(v, list)},
                         match_any={k: v for k, v in concrete.items() if isinstance(v, list)},
@@ -385,13 +395,13 @@ def cache_files(folder: Path) -> dict[str, Any]:
             **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 
 
-def warm_up(index: Any, rows: np.ndarray, far: int) -> None:
+def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, dict[str, Any], bool], ...]) -> None:
     """A serving process's steady state: other points' queries, untimed, under every filter (the
     index files were just opened or written; the first queries would time page faults)."""
     from similarity.index.base import FusedQuery
 
     stored = index.retrieve([point_id(int(r)) for r in rows], with_vectors=True)
-    for _name, match, _acorn in FILTERS:
+    for _name, match, _acorn in filters:
         for point in stored.values():
             flt = query_filter(match, point, far=far)
             index.query_fused(FusedQuery(vectors=point.vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
@@ -407,17 +417,20 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
     drawn = np.random.default_rng(3).choice(args.size, args.queries + WARM_UP, replace=False)
     rows, warm_rows = np.sort(drawn[:args.queries]), drawn[args.queries:]
     cached = cache_files(folder) if not args.cold else {"index_files_cached": False}
-    warm_up(index, warm_rows, points.far)
     stored = index.retrieve([point_id(int(r)) for r in rows], with_vectors=True)
+    filters = points.filters()
+    if any("real_category" not in p.payload for p in stored.values()):  # a kept index from before it
+        filters = tuple(f for f in filters if "real_category" not in f[1])
+    warm_up(index, warm_rows, points.far, filters)
     query_vectors = [stored[point_id(int(r))].vectors for r in rows]
     queries = {name: np.asarray([q[name] for q in query_vectors], dtype=np.float32) for name in WEIGHTS}
     own = {field: np.asarray([_own(stored[point_id(int(r))], field) for r in rows])
-           for field in ("category_ids", "real_category")}
+           for field in ("category_ids", "real_category") if all(field in p.payload for p in stored.values())}
     out: dict[str, Any] = {}
     recall: dict[str, float] = {}
     baseline: dict[str, Any] = {}
     exact_for: dict[str, list[list[int]]] = {}
-    for name, match, acorn in FILTERS:
+    for name, match, acorn in filters:
         index.tuning = replace(index.tuning, acorn=acorn)
         key = json.dumps(match, sort_keys=True)
         if key not in exact_for:
@@ -448,8 +461,8 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "quantization": args.quantization or "none", "on_disk": args.on_disk,
         "vectors": "flipkart-1050 real vectors, mixed pairs + noise", "real_products": points.n_real,
         "real_category_far": points.far,
-        "filter_points": {name: filter_count(points, args.size, match)
-                          for name, match, _ in FILTERS if OWN not in match.values()},
+        "filter_points": filter_counts(points, args.size,
+                                       {name: match for name, match, _ in filters if OWN not in match.values()}),
         "weights": WEIGHTS, "fetch": FETCH, "warm_up_queries": WARM_UP, **cached,
         "hnsw_ef": index.tuning.search_ef(filtered=False),
         "hnsw_ef_filtered": index.tuning.search_ef(filtered=True),

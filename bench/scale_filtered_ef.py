@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from similarity.index.edge import QdrantEdgeIndex
 
     data = np.load(args.centres)
-    points = scale.Points({name: data[name].astype(np.float32) for name in ("image", "text")})
+    points = scale.Points({name: data[name].astype(np.float32) for name in ("image", "text")},
+                         data["labels"] if "labels" in data.files else None)
     rows = np.sort(np.random.default_rng(5).choice(args.size, args.queries, replace=False))
     index = QdrantEdgeIndex(path=str(args.reuse), collection="scale",
                             tuning=IndexSettings(quantization=args.quantization, on_disk=args.on_disk,
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                     filter=flt, group_by="group", payload_fields=("pk", "group")))
                 latency[mode].append(time.perf_counter() - begin)
                 found = {int(h.payload["pk"]) - 1 for h in hits}
-                recall[mode].append(len(found & set(truth)) / max(len(truth), 1))
+                recall[mode].append(len(found & set(truth)) / len(truth) if truth else 1.0)
         out[name] = {mode: {**scale._percentiles(latency[mode]), "recall@10": float(np.mean(recall[mode]))}
                      for mode in names}
         for mode in names[1:]:  # each mode's time over the first's, query by query
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.centres is None:
-        found = sorted((scale.ROOT / "var" / "bench-cache").glob("real-vectors-*.npz"))
+        found = sorted((scale.ROOT / "var" / "bench-cache").glob("real-vectors-*.npz"), key=lambda p: p.stat().st_mtime)
         if not found:
             parser.error("no cached real vectors: run python -m bench --only scale first")
         args.centres = found[-1]

@@ -123,6 +123,9 @@ def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
     assert build.returncode == 0, build.stderr[-3000:]
     built = json.loads((tmp_path / "build.json").read_text())
     assert built["indexing_threshold_kb"] == 100 and built["points"] == 1500
+    # these centres carry no categories: the real-category filters are left out, not run as "in stock"
+    assert "real_category" not in built["recall@10"] and "own_real_category" not in built["recall@10"]
+    assert built["real_category_far"] == -1 and "real_category" not in built["filter_points"]
     run = subprocess.run(
         [sys.executable, "-m", "bench.scale_filtered_ef", "--reuse", str(tmp_path / "scale-edge-1500-f32"),
          "--size", "1500", "--centres", str(centres), "--queries", "6", "--json", str(tmp_path / "ef.json")],

@@ -292,10 +292,12 @@ def test_server_reuses_a_filters_estimated_size(tmp_path):
     idx.client.count = count
     request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=20, limit=5)
     category = SearchFilter(match={"category_ids": 11})
-    first = idx.query_fused(replace(request, filter=replace(category, exclude_ids=frozenset({pid(4)}))))
+    first = idx.query_fused(replace(request, filter=replace(category, exclude_ids=frozenset({pid(4)}),
+                                                            exclude={"brand": "b1"})))
     second = idx.query_fused(replace(request, filter=replace(category, exclude_ids=frozenset({pid(7)}))))
-    assert len(counted) == 1  # one estimate for both
-    assert {h.id for h in first} <= {pid(n) for n in range(1, 31) if n % 3 == 1} - {pid(4)}
+    assert len(counted) == 1  # one estimate for both, counted without the exclusions
+    assert idx._filter_sizes.size(category, lambda f: -1) == 10  # the ten of category 11
+    assert {h.id for h in first} <= {pid(n) for n in range(1, 31) if n % 3 == 1 and n % 2 == 0} - {pid(4)}
     assert pid(7) not in {h.id for h in second} and len(second) == 5
     idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 12})))  # other conditions
     assert len(counted) == 2
@@ -314,7 +316,7 @@ def test_filter_sizes_forget_the_oldest_beyond_capacity():
     asked: list[int] = []
 
     def count(n: int):
-        return lambda: asked.append(n) or n
+        return lambda _filter: asked.append(n) or n
 
     for n in (1, 2, 1, 3, 2):  # 3 pushes out 1, the oldest answer; 2 is still known
         assert sizes.size(SearchFilter(match={"c": n}), count(n)) == n
@@ -322,6 +324,11 @@ def test_filter_sizes_forget_the_oldest_beyond_capacity():
     assert sizes.size(SearchFilter(match={"c": 1}), count(1)) == 1 and asked == [1, 2, 3, 1]
     assert selecting_key(SearchFilter(match={"c": 1}, exclude={"b": 2})) == selecting_key(SearchFilter(match={"c": 1}))
     assert selecting_key(SearchFilter(match_any={"c": [1]})) != selecting_key(SearchFilter(match={"c": 1}))
+    # the size is counted without the exclusions, whichever filter of that key comes first
+    counted: list[SearchFilter] = []
+    blocked = SearchFilter(match={"c": 9}, exclude={"b": 2}, exclude_any={"g": [1]}, exclude_ids=frozenset({"x"}))
+    assert FilterSizes().size(blocked, lambda f: counted.append(f) or 5) == 5
+    assert counted == [SearchFilter(match={"c": 9})]
 
 
 # -- the one-request fused query (find_similar's vector side) ---------------------------------

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 
 from .base import SearchFilter
 
@@ -23,9 +24,14 @@ SECONDS = 60.0
 CAPACITY = 1024
 
 
+def selecting(search_filter: SearchFilter) -> SearchFilter:
+    """The conditions of ``search_filter`` that decide its size: without its exclusions (payload
+    values or ids left out), which only take a few points from the many it keeps. Filters that
+    differ only in them share one size, counted without them."""
+    return replace(search_filter, exclude={}, exclude_any={}, exclude_ids=frozenset())
+
+
 def selecting_key(search_filter: SearchFilter) -> str:
-    """The conditions of ``search_filter`` that decide its size (exclusions only leave points out
-    of the many it keeps, so filters that differ in them share a size)."""
     return json.dumps([search_filter.match, search_filter.match_any, search_filter.ranges],
                       sort_keys=True, default=str)
 
@@ -39,8 +45,9 @@ class FilterSizes:
         self._entries: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def size(self, search_filter: SearchFilter, count: Callable[[], int]) -> int:
-        """At most how many points ``search_filter`` keeps; ``count()`` asks the store."""
+    def size(self, search_filter: SearchFilter, count: Callable[[SearchFilter], int]) -> int:
+        """About how many points ``search_filter`` keeps, at most: ``count(f)`` asks the store for
+        :func:`selecting` ``(search_filter)``, and its answer is kept."""
         if search_filter.ids is not None:
             return len(search_filter.ids)
         key = selecting_key(search_filter)
@@ -49,7 +56,7 @@ class FilterSizes:
             entry = self._entries.get(key)
             if entry is not None and now - entry[0] < self.seconds:
                 return entry[1]
-        points = int(count())
+        points = int(count(selecting(search_filter)))
         with self._lock:
             self._entries[key] = (now, points)
             self._entries.move_to_end(key)

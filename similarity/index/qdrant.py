@@ -320,7 +320,7 @@ class QdrantServerIndex:
         if self.tuning.exact_filter_kb > 0:
             sizes = self._vector_sizes()
             dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
-            points = self._filter_sizes.size(search_filter, lambda: self._count_estimate(search_filter))
+            points = self._filter_sizes.size(search_filter, self._count_estimate)
             if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
                 return self._search_params(filtered=True, exact=True)
         return self._search_params(filtered=True)
