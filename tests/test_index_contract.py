@@ -306,6 +306,12 @@ def test_server_reuses_a_filters_estimated_size(tmp_path):
     idx._filter_sizes.seconds = 0.0  # every answer is old
     idx.query_fused(replace(request, filter=category))
     assert len(counted) == 3
+    idx._filter_sizes.seconds = 60.0
+    target = idx.start_rebuild(DIMS, SCHEMA)  # a new generation: what was known of the old is dropped
+    target.upsert([point(n) for n in range(1, 4)])
+    idx.finish_rebuild(target)
+    idx.query_fused(replace(request, filter=category))
+    assert len(counted) == 4 and idx._filter_sizes.size(category, lambda f: -1) == 1
     idx.close()
 
 

@@ -400,6 +400,7 @@ class QdrantServerIndex:
                 self.client.delete_collection(previous)
 
         self._call("switch the alias", run)
+        self._filter_sizes.clear()  # the sizes were the old generation's
         logger.info("Qdrant alias %s now points at %s", self.alias, generation)
 
     def close(self) -> None:
