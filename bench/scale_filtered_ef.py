@@ -27,7 +27,7 @@ from bench import scale
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from similarity.conf import IndexSettings
-    from similarity.index.base import FusedQuery, SearchFilter
+    from similarity.index.base import FusedQuery
     from similarity.index.edge import QdrantEdgeIndex
 
     data = np.load(args.centres)
@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         latency: dict[str, list[float]] = {mode: [] for mode in names}
         recall: dict[str, list[float]] = {mode: [] for mode in names}
         for i, (r, v, truth) in enumerate(zip(rows, vectors, exact, strict=True)):
-            flt = SearchFilter(match={k: x for k, x in match.items() if not isinstance(x, list)},
-                               match_any={k: x for k, x in match.items() if isinstance(x, list)},
-                               exclude_ids=frozenset({scale.point_id(int(r))}))
+            flt = scale.query_filter(match, stored[scale.point_id(int(r))], exclude=scale.point_id(int(r)),
+                                     far=points.far)
             for mode in names[i % 3:] + names[:i % 3]:
                 index.tuning = replace(index.tuning, **modes[mode])
                 begin = time.perf_counter()
