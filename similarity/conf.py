@@ -65,8 +65,30 @@ class IndexSettings:
     preload: bool = True
 
     def exact_for(self, points: int, dims: int) -> bool:
-        """Whether a filtered search that leaves ``points`` of ``dims`` floats is run exact."""
+        """Whether a filtered search that leaves ``points`` of ``dims`` floats scores every
+        point that passes instead of walking the graph."""
         return self.exact_filter_kb > 0 and points * dims * 4 <= self.exact_filter_kb * 1024
+
+    @property
+    def full_scan_kb(self) -> int:
+        """Qdrant's full-scan threshold for a new generation's graph (KB of float32): the
+        engine's own planner scans a filter that leaves less. With int8 quantisation it is twice
+        ``exact_filter_kb`` (at least), so that the filters :meth:`exact_for` picks are scanned
+        on the int8 copy and rescored with the originals (``exact=True`` would score the
+        originals of every passing point); twice, because the planner decides per segment from a
+        rougher estimate (the largest count the conditions allow, or a sample), and a filter just
+        under the threshold was walked through the graph now and then (docs/benchmarks.md,
+        "int8 scans")."""
+        if self.quantization and self.exact_filter_kb > 0:
+            return max(self.indexing_threshold_kb, 2 * self.exact_filter_kb)
+        return self.indexing_threshold_kb
+
+    def scans_int8(self, points: int, dims: int, full_scan_kb: int | None) -> bool:
+        """Whether a filter that :meth:`exact_for` picks is left to the engine's own scan of the
+        int8 copy (rescored with the originals) rather than searched with ``exact=True``: with
+        int8 quantisation, when half the generation's full-scan threshold (fixed when it was
+        built, see :attr:`full_scan_kb`; ``None``: unknown) covers it."""
+        return bool(self.quantization) and full_scan_kb is not None and points * dims * 4 * 2 <= full_scan_kb * 1024
 
     def search_ef(self, *, filtered: bool) -> int:
         """``hnsw_ef`` for a search, with or without a selecting payload filter."""

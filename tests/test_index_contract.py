@@ -3,6 +3,7 @@ code path (its local mode, on disk and in memory)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
 
@@ -270,6 +271,68 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))
     assert asked == [(False, 32), (False, 32), (True, 128), (False, 128), (True, 128), (False, 128)]
     assert few and all(11 in h.payload["category_ids"] for h in few) and len(many) == 5
+    idx.close()
+
+
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tmp_path):
+    """With int8 quantisation a generation is built with a full-scan threshold of twice
+    ``EXACT_FILTER_KB``, and a filter under the limit is searched without ``exact`` (which would drop
+    the quantisation): Qdrant's planner scans the int8 copy and rescores with the originals. A
+    generation built with a smaller threshold, or a float32 index, keeps ``exact=True``."""
+    from similarity.conf import IndexSettings
+
+    # fused vector: 12 floats = 48 bytes a point; 3 KB hold 64 points, 6 KB 128, 12 KB 256
+    tuning = IndexSettings(quantization="int8", exact_filter_kb=3, indexing_threshold_kb=1, hnsw_ef=32)
+    assert tuning.full_scan_kb == 6 and replace(tuning, quantization="").full_scan_kb == 1
+    assert replace(tuning, exact_filter_kb=0).full_scan_kb == 1
+    assert tuning.scans_int8(64, 12, 6) and not tuning.scans_int8(65, 12, 6) and not tuning.scans_int8(1, 12, None)
+    if backend == "edge":
+        idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="scan", tuning=tuning)
+    else:
+        idx = QdrantServerIndex(url=":memory:", collection="scan", tuning=tuning)
+        created: dict[str, object] = {}
+        create, describe = idx.client.create_collection, idx.client.get_collection
+
+        def record(name, **kwargs):
+            created[name] = kwargs["hnsw_config"]
+            return create(name, **kwargs)
+
+        def described(name):  # a server keeps the config it was given; the local mode does not
+            info = describe(name)
+            sent = created.get(name) or next(iter(created.values()))  # by its alias: the one generation
+            info.config.hnsw_config.full_scan_threshold = sent.full_scan_threshold  # type: ignore[attr-defined]
+            return info
+
+        idx.client.create_collection, idx.client.get_collection = record, described
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(n) for n in range(1, 151)])
+    assert idx.optimize()
+    if backend == "edge":
+        built = json.loads(next((tmp_path / "edge").glob("*/edge_config.json")).read_text())["hnsw_config"]
+        assert built["full_scan_threshold"] == 6
+    else:
+        assert [c.full_scan_threshold for c in created.values()] == [6]  # type: ignore[attr-defined]
+    asked: list[bool] = []
+    name = "search_params" if backend == "edge" else "_search_params"
+    real = getattr(idx, name)
+
+    def spy(*, filtered: bool = False, exact: bool = False):
+        asked.append(exact)
+        return real(filtered=filtered, exact=exact)
+
+    setattr(idx, name, spy)
+    request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=20, limit=5,
+                         filter=SearchFilter(match={"category_ids": 11}))  # 50 points: 2,400 bytes
+    scanned = idx.query_fused(request)
+    idx.tuning = replace(tuning, quantization="")  # float32 settings: every passing point exact
+    exact = idx.query_fused(request)
+    # a limit raised after the build: the generation's planner would walk the graph, so exact
+    idx.tuning = replace(tuning, exact_filter_kb=12)
+    idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 1})))  # 150 points: 7,200 bytes
+    assert asked == [False, True, True]
+    assert [h.id for h in scanned] == [h.id for h in exact]
+    assert all(11 in h.payload["category_ids"] for h in scanned) and len(scanned) == 5
     idx.close()
 
 

@@ -80,6 +80,7 @@ class QdrantEdgeIndex:
         self._written_since_check = 0
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
+        self._full_scan_kb: int | None = None  # and its graph's full-scan threshold
         #: the thread reading the open generation's files into the page cache (``PRELOAD``),
         #: stopped when the generation is closed
         self.preloading: threading.Thread | None = None
@@ -130,6 +131,7 @@ class QdrantEdgeIndex:
             ) from exc
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
+        self._full_scan_kb = self._built_full_scan_kb(self.root / name)
         if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
 
@@ -145,6 +147,14 @@ class QdrantEdgeIndex:
             return {name: int(params["size"]) for name, params in vectors.items()}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+
+    @staticmethod
+    def _built_full_scan_kb(shard_dir: Path) -> int | None:
+        """The full-scan threshold a generation was built with (None: unknown)."""
+        try:
+            return int(json.loads((shard_dir / "edge_config.json").read_text())["hnsw_config"]["full_scan_threshold"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def has_vector(self, name: str) -> bool:
         """Whether the generation this object reads has the named vector ``name``."""
@@ -220,7 +230,7 @@ class QdrantEdgeIndex:
             },
             hnsw_config=HnswIndexConfig(
                 m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
-                full_scan_threshold=tuning.indexing_threshold_kb,
+                full_scan_threshold=tuning.full_scan_kb,
             ),
             optimizers=EdgeOptimizersConfig(indexing_threshold=tuning.indexing_threshold_kb),
             quantization_config=quantization,
@@ -330,7 +340,8 @@ class QdrantEdgeIndex:
                 dims = sum(self._vectors.get(name, 0) for name in vectors)  # the per-modality request scans each
                 points = int(shard.count(CountRequest(exact=False, filter=to_edge_filter(search_filter))))
             if dims and self.tuning.exact_for(points, dims):  # unknown sizes: the graph
-                return self.search_params(filtered=True, exact=True)
+                scan = self.tuning.scans_int8(points, dims, self._full_scan_kb)
+                return self.search_params(filtered=True, exact=not scan)
         return self.search_params(filtered=True)
 
     def search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:

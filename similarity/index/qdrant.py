@@ -72,6 +72,7 @@ class QdrantServerIndex:
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
         self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
+        self._full_scan: dict[str, int | None] = {}  # the graph's full-scan threshold (KB) per alias
         self._filter_sizes = FilterSizes()  # estimated points per filter, for the exact-or-graph choice
 
     @property
@@ -128,7 +129,7 @@ class QdrantServerIndex:
                 for vec, size in with_fused(dims).items()
             },
             hnsw_config=models.HnswConfigDiff(m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
-                                              full_scan_threshold=tuning.indexing_threshold_kb),
+                                              full_scan_threshold=tuning.full_scan_kb),
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=tuning.indexing_threshold_kb),
             quantization_config=quantization,
         )
@@ -205,6 +206,7 @@ class QdrantServerIndex:
         vectors = info.config.params.vectors
         sizes = {name: int(p.size) for name, p in vectors.items()} if isinstance(vectors, dict) else {}
         self._sizes[key] = (time.monotonic(), sizes)
+        self._full_scan[key] = info.config.hnsw_config.full_scan_threshold
         return sizes
 
     def has_vector(self, name: str) -> bool:
@@ -322,7 +324,8 @@ class QdrantServerIndex:
             dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
             points = self._filter_sizes.size(search_filter, self._count_estimate)
             if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
-                return self._search_params(filtered=True, exact=True)
+                scan = self.tuning.scans_int8(int(points), dims, self._full_scan.get(self._target or self.alias))
+                return self._search_params(filtered=True, exact=not scan)
         return self._search_params(filtered=True)
 
     def _count_estimate(self, search_filter: SearchFilter) -> int:
@@ -401,6 +404,8 @@ class QdrantServerIndex:
 
         self._call("switch the alias", run)
         self._filter_sizes.clear()  # the sizes were the old generation's
+        self._sizes.pop(self.alias, None)
+        self._full_scan.pop(self.alias, None)
         logger.info("Qdrant alias %s now points at %s", self.alias, generation)
 
     def close(self) -> None:
