@@ -71,14 +71,16 @@ class IndexSettings:
 
     @property
     def full_scan_kb(self) -> int:
-        """Qdrant's full-scan threshold for a new generation's graph (KB of float32): the
-        engine's own planner scans a filter that leaves less. With int8 quantisation it is twice
-        ``exact_filter_kb`` (at least), so that the filters :meth:`exact_for` picks are scanned
-        on the int8 copy and rescored with the originals (``exact=True`` would score the
-        originals of every passing point); twice, because the planner decides per segment from a
-        rougher estimate (the largest count the conditions allow, or a sample), and a filter just
-        under the threshold was walked through the graph now and then (docs/benchmarks.md,
-        "int8 scans")."""
+        """Qdrant's full-scan threshold for a new generation's fused vector (KB of float32; the
+        other named vectors keep ``indexing_threshold_kb``): the engine's own planner scans a
+        filter that leaves less. With int8 quantisation it is twice ``exact_filter_kb`` (at
+        least), so that the filters :meth:`exact_for` picks are scanned on the int8 copy and
+        rescored with the originals (``exact=True`` would score the originals of every passing
+        point); twice, because the planner decides per segment from a rougher estimate (the
+        largest count the conditions allow, or a sample), and a filter just under the threshold
+        was walked through the graph now and then. The planner also scans a whole segment
+        holding fewer fused vectors than this (about 12,300 at the default limit), filter or
+        not (docs/benchmarks.md, "int8 scans")."""
         if self.quantization and self.exact_filter_kb > 0:
             return max(self.indexing_threshold_kb, 2 * self.exact_filter_kb)
         return self.indexing_threshold_kb

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from similarity.exceptions import IndexUnavailable
-from similarity.index.base import FusedQuery, PointData, SearchFilter
+from similarity.index.base import FusedQuery, PointData, SearchFilter, built_full_scan_kb
 from similarity.index.edge import QdrantEdgeIndex
 from similarity.index.qdrant import QdrantServerIndex
 
@@ -286,6 +286,8 @@ def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tm
     tuning = IndexSettings(quantization="int8", exact_filter_kb=3, indexing_threshold_kb=1, hnsw_ef=32)
     assert tuning.full_scan_kb == 6 and replace(tuning, quantization="").full_scan_kb == 1
     assert replace(tuning, exact_filter_kb=0).full_scan_kb == 1
+    assert built_full_scan_kb({"fused": 6, "text": 1, "image": 2}, ["image", "text"]) == 1
+    assert built_full_scan_kb({"fused": 6}, ["image", "text"]) is None and built_full_scan_kb({"fused": 6}, []) is None
     assert tuning.scans_int8(64, 12, 6) and not tuning.scans_int8(65, 12, 6) and not tuning.scans_int8(1, 12, None)
     if backend == "edge":
         idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="scan", tuning=tuning)
@@ -295,24 +297,34 @@ def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tm
         create, describe = idx.client.create_collection, idx.client.get_collection
 
         def record(name, **kwargs):
-            created[name] = kwargs["hnsw_config"]
+            created[name] = kwargs
             return create(name, **kwargs)
 
         def described(name):  # a server keeps the config it was given; the local mode does not
             info = describe(name)
-            sent = created.get(name) or next(iter(created.values()))  # by its alias: the one generation
-            info.config.hnsw_config.full_scan_threshold = sent.full_scan_threshold  # type: ignore[attr-defined]
+            sent: dict = created.get(name) or next(iter(created.values()))  # by its alias: the one generation
+            info.config.hnsw_config = sent["hnsw_config"]
+            info.config.params.vectors = sent["vectors_config"]
             return info
 
         idx.client.create_collection, idx.client.get_collection = record, described
     idx.ensure(DIMS, SCHEMA)
     idx.upsert([point(n) for n in range(1, 151)])
     assert idx.optimize()
+    # the fused vector's graph is built to scan up to twice the limit; the others keep theirs
     if backend == "edge":
-        built = json.loads(next((tmp_path / "edge").glob("*/edge_config.json")).read_text())["hnsw_config"]
-        assert built["full_scan_threshold"] == 6
+        built = json.loads(next((tmp_path / "edge").glob("*/edge_config.json")).read_text())
+        assert built["vectors"]["fused"]["hnsw_config"]["full_scan_threshold"] == 6
+        assert built["hnsw_config"]["full_scan_threshold"] == 1 and not built["vectors"]["text"].get("hnsw_config")
+        segments = (tmp_path / "edge").glob("*/segments/*/segment.json")
+        graphs = [json.loads(f.read_text())["config"]["vector_data"] for f in segments]
+        options = [{name: v["index"]["options"]["full_scan_threshold"] for name, v in g.items()}
+                   for g in graphs if g["fused"]["index"]["type"] == "hnsw"]
+        assert options and all(o == {"fused": 6, "image": 1, "text": 1} for o in options), "what the engine built"
     else:
-        assert [c.full_scan_threshold for c in created.values()] == [6]  # type: ignore[attr-defined]
+        (sent,) = created.values()
+        assert sent["vectors_config"]["fused"].hnsw_config.full_scan_threshold == 6
+        assert sent["hnsw_config"].full_scan_threshold == 1 and sent["vectors_config"]["text"].hnsw_config is None
     asked: list[bool] = []
     name = "search_params" if backend == "edge" else "_search_params"
     real = getattr(idx, name)

@@ -164,6 +164,13 @@ def with_fused(dims: dict[str, int]) -> dict[str, int]:
     return dict(dims)
 
 
+def built_full_scan_kb(thresholds: dict[str, int], vectors: list[str]) -> int | None:
+    """The full-scan threshold (KB) that covers a search of every one of ``vectors``, from the
+    thresholds a generation's named vectors were built with; ``None`` when one is unknown."""
+    known = [thresholds.get(name) for name in vectors]
+    return min(k for k in known if k is not None) if vectors and None not in known else None
+
+
 def _unit(vector: Any, scale: float = 1.0) -> np.ndarray:
     v = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(v))

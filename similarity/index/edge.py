@@ -34,6 +34,7 @@ from .base import (
     Hit,
     PointData,
     SearchFilter,
+    built_full_scan_kb,
     public_payload,
     stored_point,
     with_fused,
@@ -80,7 +81,7 @@ class QdrantEdgeIndex:
         self._written_since_check = 0
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
-        self._full_scan_kb: int | None = None  # and its graph's full-scan threshold
+        self._full_scan_kb: dict[str, int] = {}  # and each one's full-scan threshold (KB)
         #: the thread reading the open generation's files into the page cache (``PRELOAD``),
         #: stopped when the generation is closed
         self.preloading: threading.Thread | None = None
@@ -131,7 +132,7 @@ class QdrantEdgeIndex:
             ) from exc
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
-        self._full_scan_kb = self._built_full_scan_kb(self.root / name)
+        self._full_scan_kb = self._full_scan_thresholds(self.root / name)
         if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
 
@@ -149,12 +150,16 @@ class QdrantEdgeIndex:
             return {}
 
     @staticmethod
-    def _built_full_scan_kb(shard_dir: Path) -> int | None:
-        """The full-scan threshold a generation was built with (None: unknown)."""
+    def _full_scan_thresholds(shard_dir: Path) -> dict[str, int]:
+        """The full-scan threshold each named vector of a generation was built with (its own
+        HNSW config's, else the collection's; none when the config cannot be read)."""
         try:
-            return int(json.loads((shard_dir / "edge_config.json").read_text())["hnsw_config"]["full_scan_threshold"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            config = json.loads((shard_dir / "edge_config.json").read_text())
+            default = config["hnsw_config"]["full_scan_threshold"]
+            return {name: int((params.get("hnsw_config") or {}).get("full_scan_threshold", default))
+                    for name, params in config["vectors"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
 
     def has_vector(self, name: str) -> bool:
         """Whether the generation this object reads has the named vector ``name``."""
@@ -222,16 +227,18 @@ class QdrantEdgeIndex:
             ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=True)
             if tuning.quantization == "int8" else None
         )
+        def hnsw(full_scan_kb: int) -> HnswIndexConfig:
+            return HnswIndexConfig(m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
+                                   full_scan_threshold=full_scan_kb)
+
         config = EdgeConfig(
             vectors={  # the fused vector holds normalised parts already: a dot product
                 vec: EdgeVectorParams(size=size, distance=Distance.Dot if vec == FUSED else Distance.Cosine,
-                                      on_disk=tuning.on_disk or None)
+                                      on_disk=tuning.on_disk or None,
+                                      hnsw_config=hnsw(tuning.full_scan_kb) if vec == FUSED else None)
                 for vec, size in with_fused(dims).items()
             },
-            hnsw_config=HnswIndexConfig(
-                m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
-                full_scan_threshold=tuning.full_scan_kb,
-            ),
+            hnsw_config=hnsw(tuning.indexing_threshold_kb),
             optimizers=EdgeOptimizersConfig(indexing_threshold=tuning.indexing_threshold_kb),
             quantization_config=quantization,
         )
@@ -327,9 +334,11 @@ class QdrantEdgeIndex:
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
     def params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
-        """The search settings for a search of ``vectors`` under ``search_filter``: exact when
-        the filter selects few enough points (``EXACT_FILTER_KB``, estimated from the payload
-        indexes: one cheap count), else the graph with ``HNSW_EF_FILTERED``."""
+        """The search settings for a search of ``vectors`` under ``search_filter``: every
+        passing point scored when the filter selects few enough points (``EXACT_FILTER_KB``,
+        estimated from the payload indexes: one cheap count; ``exact``, or with int8 the
+        engine's scan of the int8 copy, :meth:`IndexSettings.scans_int8`), else the graph with
+        ``HNSW_EF_FILTERED``."""
         from qdrant_edge import CountRequest
 
         if search_filter is None or not search_filter.selects:
@@ -338,9 +347,10 @@ class QdrantEdgeIndex:
             with self._lock:
                 shard = self._get()
                 dims = sum(self._vectors.get(name, 0) for name in vectors)  # the per-modality request scans each
+                built = built_full_scan_kb(self._full_scan_kb, vectors)
                 points = int(shard.count(CountRequest(exact=False, filter=to_edge_filter(search_filter))))
             if dims and self.tuning.exact_for(points, dims):  # unknown sizes: the graph
-                scan = self.tuning.scans_int8(points, dims, self._full_scan_kb)
+                scan = self.tuning.scans_int8(points, dims, built)
                 return self.search_params(filtered=True, exact=not scan)
         return self.search_params(filtered=True)
 

@@ -26,6 +26,7 @@ from .base import (
     PointData,
     SearchFilter,
     active_vectors,
+    built_full_scan_kb,
     fused_query_vector,
     hit_scores,
     public_payload,
@@ -72,7 +73,7 @@ class QdrantServerIndex:
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
         self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
-        self._full_scan: dict[str, int | None] = {}  # the graph's full-scan threshold (KB) per alias
+        self._full_scan: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, per named vector) per alias
         self._filter_sizes = FilterSizes()  # estimated points per filter, for the exact-or-graph choice
 
     @property
@@ -124,12 +125,16 @@ class QdrantServerIndex:
         self.client.create_collection(
             generation,
             vectors_config={  # the fused vector holds normalised parts already: a dot product
-                vec: models.VectorParams(size=size, on_disk=tuning.on_disk or None,
-                                         distance=models.Distance.DOT if vec == FUSED else models.Distance.COSINE)
+                vec: models.VectorParams(
+                    size=size, on_disk=tuning.on_disk or None,
+                    distance=models.Distance.DOT if vec == FUSED else models.Distance.COSINE,
+                    hnsw_config=(models.HnswConfigDiff(full_scan_threshold=tuning.full_scan_kb)
+                                 if vec == FUSED else None),
+                )
                 for vec, size in with_fused(dims).items()
             },
             hnsw_config=models.HnswConfigDiff(m=tuning.hnsw_m, ef_construct=tuning.hnsw_ef_construct,
-                                              full_scan_threshold=tuning.full_scan_kb),
+                                              full_scan_threshold=tuning.indexing_threshold_kb),
             optimizers_config=models.OptimizersConfigDiff(indexing_threshold=tuning.indexing_threshold_kb),
             quantization_config=quantization,
         )
@@ -206,8 +211,25 @@ class QdrantServerIndex:
         vectors = info.config.params.vectors
         sizes = {name: int(p.size) for name, p in vectors.items()} if isinstance(vectors, dict) else {}
         self._sizes[key] = (time.monotonic(), sizes)
-        self._full_scan[key] = info.config.hnsw_config.full_scan_threshold
         return sizes
+
+    def _full_scan_thresholds(self) -> dict[str, int]:
+        """The full-scan threshold (KB) each named vector of the collection this object
+        addresses was built with (its own HNSW config's, else the collection's). Read again
+        after a minute: another process's rebuild may have moved the alias to a generation
+        built with other settings."""
+        key = self._target or self.alias
+        cached = self._full_scan.get(key)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        collection = self._target or self._call("read the alias", self._alias_target) or self.alias
+        info = self._call("read the collection", lambda: self.client.get_collection(collection))
+        default = info.config.hnsw_config.full_scan_threshold
+        vectors = info.config.params.vectors if isinstance(info.config.params.vectors, dict) else {}
+        thresholds = {name: int(getattr(p.hnsw_config, "full_scan_threshold", None) or default)
+                      for name, p in vectors.items()}
+        self._full_scan[key] = (time.monotonic(), thresholds)
+        return thresholds
 
     def has_vector(self, name: str) -> bool:
         return name in self._vector_sizes()
@@ -314,9 +336,10 @@ class QdrantServerIndex:
                 return
 
     def _params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
-        """As :meth:`QdrantEdgeIndex.params_for`: exact for a filter that selects few enough
-        points (an estimated count: one cheap request, reused for a minute by filters with the same
-        conditions, :mod:`.filter_sizes`), else the graph with ``HNSW_EF_FILTERED``."""
+        """As :meth:`QdrantEdgeIndex.params_for`: every passing point scored for a filter that
+        selects few enough points (an estimated count: one cheap request, reused for a minute by
+        filters with the same conditions, :mod:`.filter_sizes`; ``exact``, or with int8 the
+        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``."""
         if search_filter is None or not search_filter.selects:
             return self._search_params()
         if self.tuning.exact_filter_kb > 0:
@@ -324,7 +347,8 @@ class QdrantServerIndex:
             dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
             points = self._filter_sizes.size(search_filter, self._count_estimate)
             if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
-                scan = self.tuning.scans_int8(int(points), dims, self._full_scan.get(self._target or self.alias))
+                built = built_full_scan_kb(self._full_scan_thresholds(), vectors) if self.tuning.quantization else None
+                scan = self.tuning.scans_int8(int(points), dims, built)
                 return self._search_params(filtered=True, exact=not scan)
         return self._search_params(filtered=True)
 
