@@ -126,6 +126,7 @@ def find_similar(
         found = index.query_fused(FusedQuery(
             vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
             filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
+            near=search_filter.selects_point(stored.payload),  # within its own category: the graph finds it
         ))
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)

@@ -225,6 +225,31 @@ def test_find_similar_filters(dispatched):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_find_similar_says_when_the_query_lies_inside_its_own_filter(dispatched, monkeypatch):
+    """``FusedQuery.near``: the query object passes the filter's selecting conditions (its own
+    category, in stock), so the index walks the graph around it instead of scanning the filter;
+    a filter it does not pass (another brand), or none, is not near."""
+    make = factories.product
+    query = make("Cotton bath towel white", brand="Soft", category_path="Home > Bath > Towels")
+    make("Cotton bath towel blue", brand="Soft", category_path="Home > Bath > Towels")
+    make("Cotton bath mat", brand="Other", category_path="Home > Bath > Mats")
+    services.index_products(Product.objects.values_list("pk", flat=True))
+    index = registry.vector_index(registry.get_spec(Product))
+    asked: list[bool] = []
+    real = index.query_fused
+
+    def spy(request):
+        asked.append(request.near)
+        return real(request)
+
+    monkeypatch.setattr(index, "query_fused", spy)
+    for filters in ({}, {"same_category": True}, {"same_category": 2, "in_stock": True}, {"brand": "Other"},
+                    {"brand": "Soft"}):
+        assert services.find_similar(query, **filters).ok
+    assert asked == [False, True, True, False, True]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_find_similar_scores():
     a = factories.product("Ceramic coffee mug", image=factories.png_bytes((10, 10, 10)))
     b = factories.product("Ceramic tea mug", image=factories.png_bytes((12, 12, 12)))

@@ -333,15 +333,16 @@ class QdrantEdgeIndex:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
-    def params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
+    def params_for(self, search_filter: SearchFilter | None, vectors: list[str], *, near: bool = False) -> Any:
         """The search settings for a search of ``vectors`` under ``search_filter``: every
         passing point scored when the filter selects few enough points (``EXACT_FILTER_KB``,
         estimated from the payload indexes: one cheap count; ``exact``, or with int8 the
         engine's scan of the int8 copy, :meth:`IndexSettings.scans_int8`), else the graph with
-        ``HNSW_EF_FILTERED``."""
+        ``HNSW_EF_FILTERED``. A filter the query itself passes (``near``, :attr:`FusedQuery.near`)
+        keeps its points around the query: the graph with ``HNSW_EF``, as without a filter."""
         from qdrant_edge import CountRequest
 
-        if search_filter is None or not search_filter.selects:
+        if search_filter is None or not search_filter.selects or near:
             return self.search_params()
         if self.tuning.exact_filter_kb > 0:
             with self._lock:
