@@ -407,7 +407,7 @@ def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, di
             flt = query_filter(match, point, far=far)
             index.query_fused(FusedQuery(vectors=point.vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
                                          filter=flt, group_by="group", payload_fields=("pk", "group"),
-                                         near=near and flt.selects_point(point.payload)))
+                                         near=near and OWN in match.values()))
             five_round_trips(index, point.vectors, flt)
 
 
@@ -441,7 +441,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
             flt = query_filter(match, stored[point_id(int(r))], exclude=point_id(int(r)), far=points.far)
-            near = not args.ignore_near and flt.selects_point(stored[point_id(int(r))].payload)  # as find_similar
+            near = not args.ignore_near and OWN in match.values()  # relative to the query, as find_similar's
             begin = time.perf_counter()
             hits = index.query_fused(FusedQuery(vectors=vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
                                                 filter=flt, group_by="group", payload_fields=("pk", "group"),
@@ -473,6 +473,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "indexing_threshold_kb": index.tuning.indexing_threshold_kb,
         "exact_filter_kb": index.tuning.exact_filter_kb,
         "near_hint": not args.ignore_near,
+        "near_rule": "filters relative to the query (its own category)",
     }
     index.close()
     if not (args.keep or args.reuse):
@@ -503,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ef-filtered", type=int, default=0,
                         help="INDEX['HNSW_EF_FILTERED'] (0: the default, 4 x HNSW_EF)")
     parser.add_argument("--ignore-near", action="store_true",
-                        help="never tell the index that the query passes its own filter (FusedQuery.near): "
-                             "a filter under EXACT_FILTER_KB is then scanned even around the query")
+                        help="never tell the index that a filter is relative to the query (its own category: "
+                             "FusedQuery.near), the rule before: such a filter under EXACT_FILTER_KB is then "
+                             "scored exactly, a larger one walked with HNSW_EF_FILTERED")
     parser.add_argument("--threshold-kb", type=int, default=0,
                         help="INDEX['INDEXING_THRESHOLD_KB'] (0: the default); a small one puts a small index's "
                              "filters in a large one's regime (the filter searched through the graph)")

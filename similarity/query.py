@@ -23,7 +23,10 @@ from .specs import IndexSpec, UnknownFilter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "spec_filter"]
+__all__ = [
+    "exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "relative_filter",
+    "spec_filter",
+]
 
 #: the payload a result needs: the object's key (to load it) and its group (one per group)
 RESULT_FIELDS = ("pk", "group")
@@ -49,6 +52,16 @@ def spec_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any
         kind, wanted = condition
         (match if kind == "match" else match_any)[declared.field] = wanted
     return SearchFilter(match=match, match_any=match_any)
+
+
+def relative_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any] | None) -> bool:
+    """Whether ``options`` hold a filter relative to the query object that applies (a
+    ``relative_to`` filter such as ``same_category`` on an object with a category): the points it
+    keeps are the object's own region of the space, not a far one (:attr:`FusedQuery.near`)."""
+    return payload is not None and any(
+        spec.filters[name].relative_to is not None and spec.filters[name].condition(name, value, payload) is not None
+        for name, value in options.items() if name in spec.filters
+    )
 
 
 def exclusion_filter(
@@ -126,7 +139,7 @@ def find_similar(
         found = index.query_fused(FusedQuery(
             vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
             filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
-            near=search_filter.selects_point(stored.payload),  # within its own category: the graph finds it
+            near=relative_filter(spec, filters, stored.payload),  # its own category: the graph around it
         ))
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)

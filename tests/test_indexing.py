@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -225,14 +226,18 @@ def test_find_similar_filters(dispatched):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_find_similar_says_when_the_query_lies_inside_its_own_filter(dispatched, monkeypatch):
-    """``FusedQuery.near``: the query object passes the filter's selecting conditions (its own
-    category, in stock), so the index walks the graph around it instead of scanning the filter;
-    a filter it does not pass (another brand), or none, is not near."""
+def test_find_similar_says_when_its_filter_is_relative_to_the_query(dispatched, monkeypatch):
+    """``FusedQuery.near``: a filter relative to the query object (its own category, with or
+    without other conditions, whether or not the object itself passes them) keeps the object's
+    own region, so the index walks the graph around it; absolute filters (a brand, even its own;
+    in stock) are sized as before, and so is "the same category" of an object without one. The
+    hits are the same either way on this small index."""
     make = factories.product
     query = make("Cotton bath towel white", brand="Soft", category_path="Home > Bath > Towels")
+    sold_out = make("Cotton bath towel grey", brand="Soft", category_path="Home > Bath > Towels", in_stock=False)
     make("Cotton bath towel blue", brand="Soft", category_path="Home > Bath > Towels")
     make("Cotton bath mat", brand="Other", category_path="Home > Bath > Mats")
+    uncategorised = make("Cotton hand towel", brand="Soft", category_path="")
     services.index_products(Product.objects.values_list("pk", flat=True))
     index = registry.vector_index(registry.get_spec(Product))
     asked: list[bool] = []
@@ -243,10 +248,17 @@ def test_find_similar_says_when_the_query_lies_inside_its_own_filter(dispatched,
         return real(request)
 
     monkeypatch.setattr(index, "query_fused", spy)
-    for filters in ({}, {"same_category": True}, {"same_category": 2, "in_stock": True}, {"brand": "Other"},
-                    {"brand": "Soft"}):
-        assert services.find_similar(query, **filters).ok
-    assert asked == [False, True, True, False, True]
+    cases = [(query, {}), (query, {"same_category": True}), (query, {"same_category": 2, "in_stock": True}),
+             (sold_out, {"same_category": True, "in_stock": True}), (query, {"brand": "Other"}),
+             (query, {"brand": "Soft"}), (query, {"in_stock": True}), (uncategorised, {"same_category": True})]
+    found = []
+    for obj, filters in cases:
+        result = services.find_similar(obj, **filters)
+        assert result.ok
+        found.append([hit.object.pk for hit in result.hits])
+    assert asked == [False, True, True, True, False, False, False, False]
+    monkeypatch.setattr(index, "query_fused", lambda request: real(replace(request, near=False)))
+    assert [[hit.object.pk for hit in services.find_similar(obj, **filters).hits] for obj, filters in cases] == found
 
 
 @pytest.mark.django_db(transaction=True)

@@ -79,27 +79,6 @@ class SearchFilter:
         ``ids``); exclusions leave most points in, so they do not count."""
         return bool(self.match or self.match_any or self.ranges or self.ids is not None)
 
-    def selects_point(self, payload: dict[str, Any]) -> bool:
-        """Whether a point with ``payload`` passes the selecting conditions (``match``,
-        ``match_any``, ``ranges``; ``ids`` never: they name points, not a region), as the
-        store would judge them: a list field passes when one of its values does."""
-        if not self.selects or self.ids is not None:
-            return False
-
-        def values(key: str) -> list[Any]:
-            value = payload.get(key)
-            return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
-
-        if any(want not in values(key) for key, want in self.match.items()):
-            return False
-        if any(not set(values(key)) & set(wanted) for key, wanted in self.match_any.items()):
-            return False
-        for key, (low, high) in self.ranges.items():
-            numbers = [v for v in values(key) if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if not any((low is None or v >= low) and (high is None or v <= high) for v in numbers):
-                return False
-        return True
-
     def without_groups(self, group_field: str, groups: Iterable[Any]) -> SearchFilter:
         """This filter, also leaving out every point whose ``group_field`` is one of ``groups``."""
         exclude_any = dict(self.exclude_any)
@@ -128,10 +107,10 @@ class FusedQuery:
     filter: SearchFilter | None = None
     group_by: str | None = None
     payload_fields: tuple[str, ...] | None = None
-    #: the query's own point passes the filter's selecting conditions (:meth:`SearchFilter.
-    #: selects_point`; ``find_similar`` within the query's own category): the passing points
-    #: surround the query, so the graph walked with ``HNSW_EF`` finds them; the search is neither
-    #: made exact nor given ``HNSW_EF_FILTERED`` (docs/benchmarks.md)
+    #: the filter holds a condition relative to the query object (``find_similar(obj,
+    #: same_category=True)``: :func:`similarity.query.relative_filter`): its passing points are
+    #: the query's own region, so the graph walked from the query with ``HNSW_EF`` finds them; the
+    #: search is not given ``exact=True`` nor ``HNSW_EF_FILTERED`` (docs/benchmarks.md)
     near: bool = False
 
 

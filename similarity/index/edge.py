@@ -338,8 +338,9 @@ class QdrantEdgeIndex:
         passing point scored when the filter selects few enough points (``EXACT_FILTER_KB``,
         estimated from the payload indexes: one cheap count; ``exact``, or with int8 the
         engine's scan of the int8 copy, :meth:`IndexSettings.scans_int8`), else the graph with
-        ``HNSW_EF_FILTERED``. A filter the query itself passes (``near``, :attr:`FusedQuery.near`)
-        keeps its points around the query: the graph with ``HNSW_EF``, as without a filter."""
+        ``HNSW_EF_FILTERED``. A filter relative to the query (``near``, :attr:`FusedQuery.near`: its
+        own category) keeps its points around the query: never ``exact``, ``HNSW_EF`` as without
+        a filter (the engine's planner may still scan a filter under its full-scan threshold)."""
         from qdrant_edge import CountRequest
 
         if search_filter is None or not search_filter.selects or near:

@@ -339,8 +339,8 @@ class QdrantServerIndex:
         """As :meth:`QdrantEdgeIndex.params_for`: every passing point scored for a filter that
         selects few enough points (an estimated count: one cheap request, reused for a minute by
         filters with the same conditions, :mod:`.filter_sizes`; ``exact``, or with int8 the
-        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``; ``near``: the
-        graph with ``HNSW_EF``."""
+        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``; ``near``: never
+        ``exact``, ``HNSW_EF``."""
         if search_filter is None or not search_filter.selects or near:
             return self._search_params()
         if self.tuning.exact_filter_kb > 0:
