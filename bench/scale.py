@@ -473,7 +473,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "indexing_threshold_kb": index.tuning.indexing_threshold_kb,
         "exact_filter_kb": index.tuning.exact_filter_kb,
         "near_hint": not args.ignore_near,
-        "near_rule": "filters relative to the query (its own category)",
+        **({} if args.ignore_near else {"near_rule": "filters relative to the query (its own category)"}),
     }
     index.close()
     if not (args.keep or args.reuse):

@@ -55,13 +55,25 @@ def spec_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any
 
 
 def relative_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any] | None) -> bool:
-    """Whether ``options`` hold a filter relative to the query object that applies (a
-    ``relative_to`` filter such as ``same_category`` on an object with a category): the points it
-    keeps are the object's own region of the space, not a far one (:attr:`FusedQuery.near`)."""
-    return payload is not None and any(
-        spec.filters[name].relative_to is not None and spec.filters[name].condition(name, value, payload) is not None
-        for name, value in options.items() if name in spec.filters
-    )
+    """Whether ``options`` keep the query object's own region of the space (:attr:`FusedQuery.near`):
+    a ``relative_to`` filter that applies at the object's own, deepest level (``same_category=True``
+    on an object with a category: its own category, not an ancestor), and no other filter on the
+    same field (``category=N`` next to it searches category N). Other conditions may come with it
+    (in stock)."""
+    if payload is None:
+        return False
+    relative: set[str] = set()
+    fields: dict[str, int] = {}
+    for name, value in options.items():
+        declared = spec.filters.get(name)
+        if declared is None or declared.condition(name, value, payload) is None:
+            continue
+        fields[declared.field] = fields.get(declared.field, 0) + 1
+        if declared.relative_to is not None:
+            depth = len(payload.get(declared.relative_to) or [])
+            if value is True or (not isinstance(value, bool) and int(value) >= depth):
+                relative.add(declared.field)
+    return any(fields[field] == 1 for field in relative)
 
 
 def exclusion_filter(

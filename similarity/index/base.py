@@ -107,10 +107,11 @@ class FusedQuery:
     filter: SearchFilter | None = None
     group_by: str | None = None
     payload_fields: tuple[str, ...] | None = None
-    #: the filter holds a condition relative to the query object (``find_similar(obj,
-    #: same_category=True)``: :func:`similarity.query.relative_filter`): its passing points are
-    #: the query's own region, so the graph walked from the query with ``HNSW_EF`` finds them; the
-    #: search is not given ``exact=True`` nor ``HNSW_EF_FILTERED`` (docs/benchmarks.md)
+    #: the filter holds a condition relative to the query object at its own level
+    #: (``find_similar(obj, same_category=True)``: :func:`similarity.query.relative_filter`): its
+    #: passing points are the query's own region, so the graph walked from the query with
+    #: ``HNSW_EF`` finds them; the search is not given ``exact=True`` nor ``HNSW_EF_FILTERED``
+    #: (measured with the own category and in stock: docs/benchmarks.md)
     near: bool = False
 
 
