@@ -395,8 +395,7 @@ def cache_files(folder: Path) -> dict[str, Any]:
             **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 
 
-def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, dict[str, Any], bool], ...],
-            *, near: bool = True) -> None:
+def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, dict[str, Any], bool], ...]) -> None:
     """A serving process's steady state: other points' queries, untimed, under every filter (the
     index files were just opened or written; the first queries would time page faults)."""
     from similarity.index.base import FusedQuery
@@ -406,8 +405,7 @@ def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, di
         for point in stored.values():
             flt = query_filter(match, point, far=far)
             index.query_fused(FusedQuery(vectors=point.vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
-                                         filter=flt, group_by="group", payload_fields=("pk", "group"),
-                                         near=near and OWN in match.values()))
+                                         filter=flt, group_by="group", payload_fields=("pk", "group")))
             five_round_trips(index, point.vectors, flt)
 
 
@@ -423,7 +421,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
     filters = points.filters()
     if any("real_category" not in p.payload for p in stored.values()):  # a kept index from before it
         filters = tuple(f for f in filters if "real_category" not in f[1])
-    warm_up(index, warm_rows, points.far, filters, near=not args.ignore_near)
+    warm_up(index, warm_rows, points.far, filters)
     query_vectors = [stored[point_id(int(r))].vectors for r in rows]
     queries = {name: np.asarray([q[name] for q in query_vectors], dtype=np.float32) for name in WEIGHTS}
     own = {field: np.asarray([_own(stored[point_id(int(r))], field) for r in rows])
@@ -441,11 +439,9 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
             flt = query_filter(match, stored[point_id(int(r))], exclude=point_id(int(r)), far=points.far)
-            near = not args.ignore_near and OWN in match.values()  # relative to the query, as find_similar's
             begin = time.perf_counter()
             hits = index.query_fused(FusedQuery(vectors=vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
-                                                filter=flt, group_by="group", payload_fields=("pk", "group"),
-                                                near=near))
+                                                filter=flt, group_by="group", payload_fields=("pk", "group")))
             samples.append(time.perf_counter() - begin)
             found_all.append([int(h.payload["pk"]) - 1 for h in hits])
             begin = time.perf_counter()
@@ -472,8 +468,6 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "hnsw_ef_filtered": index.tuning.search_ef(filtered=True),
         "indexing_threshold_kb": index.tuning.indexing_threshold_kb,
         "exact_filter_kb": index.tuning.exact_filter_kb,
-        "near_hint": not args.ignore_near,
-        **({} if args.ignore_near else {"near_rule": "filters relative to the query (its own category)"}),
     }
     index.close()
     if not (args.keep or args.reuse):
@@ -503,10 +497,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="INDEX['EXACT_FILTER_KB'] (default: the setting's default); 0: never exact")
     parser.add_argument("--ef-filtered", type=int, default=0,
                         help="INDEX['HNSW_EF_FILTERED'] (0: the default, 4 x HNSW_EF)")
-    parser.add_argument("--ignore-near", action="store_true",
-                        help="never tell the index that a filter is relative to the query (its own category: "
-                             "FusedQuery.near), the rule before: such a filter under EXACT_FILTER_KB is then "
-                             "scored exactly, a larger one walked with HNSW_EF_FILTERED")
     parser.add_argument("--threshold-kb", type=int, default=0,
                         help="INDEX['INDEXING_THRESHOLD_KB'] (0: the default); a small one puts a small index's "
                              "filters in a large one's regime (the filter searched through the graph)")

@@ -97,7 +97,7 @@ class FusedQuery:
     cosines are exact. ``limit`` hits come back, best first; with
     ``group_by``, at most one per value of that payload field (the best), still ``limit`` of them
     when the candidates hold that many groups. ``payload_fields``: the payload keys to return
-    (``None``: all). ``near``: see below.
+    (``None``: all).
     """
 
     vectors: dict[str, list[float]]
@@ -107,12 +107,6 @@ class FusedQuery:
     filter: SearchFilter | None = None
     group_by: str | None = None
     payload_fields: tuple[str, ...] | None = None
-    #: the filter holds a condition relative to the query object at its own level
-    #: (``find_similar(obj, same_category=True)``: :func:`similarity.query.relative_filter`): its
-    #: passing points are the query's own region, so the graph walked from the query with
-    #: ``HNSW_EF`` finds them; the search is not given ``exact=True`` nor ``HNSW_EF_FILTERED``
-    #: (measured with the own category and in stock: docs/benchmarks.md)
-    near: bool = False
 
 
 @dataclass(frozen=True)

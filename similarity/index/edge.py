@@ -333,17 +333,15 @@ class QdrantEdgeIndex:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
-    def params_for(self, search_filter: SearchFilter | None, vectors: list[str], *, near: bool = False) -> Any:
+    def params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
         """The search settings for a search of ``vectors`` under ``search_filter``: every
         passing point scored when the filter selects few enough points (``EXACT_FILTER_KB``,
         estimated from the payload indexes: one cheap count; ``exact``, or with int8 the
         engine's scan of the int8 copy, :meth:`IndexSettings.scans_int8`), else the graph with
-        ``HNSW_EF_FILTERED``. A filter relative to the query (``near``, :attr:`FusedQuery.near`: its
-        own category) keeps its points around the query: never ``exact``, ``HNSW_EF`` as without
-        a filter (the engine's planner may still scan a filter under its full-scan threshold)."""
+        ``HNSW_EF_FILTERED``."""
         from qdrant_edge import CountRequest
 
-        if search_filter is None or not search_filter.selects or near:
+        if search_filter is None or not search_filter.selects:
             return self.search_params()
         if self.tuning.exact_filter_kb > 0:
             with self._lock:

@@ -299,7 +299,7 @@ class QdrantServerIndex:
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
         params = self._params_for(request.filter, [FUSED] if query is not None else
-                                  [name for name, _v, _w in active_vectors(request)], near=request.near)
+                                  [name for name, _v, _w in active_vectors(request)])
         arguments = (
             fused_vector_arguments(request, query, search_filter=request.filter, params=params,
                                    to_filter=to_client_filter)
@@ -335,13 +335,12 @@ class QdrantServerIndex:
             if offset is None or not records:
                 return
 
-    def _params_for(self, search_filter: SearchFilter | None, vectors: list[str], *, near: bool = False) -> Any:
+    def _params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
         """As :meth:`QdrantEdgeIndex.params_for`: every passing point scored for a filter that
         selects few enough points (an estimated count: one cheap request, reused for a minute by
         filters with the same conditions, :mod:`.filter_sizes`; ``exact``, or with int8 the
-        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``; ``near``: never
-        ``exact``, ``HNSW_EF``."""
-        if search_filter is None or not search_filter.selects or near:
+        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``."""
+        if search_filter is None or not search_filter.selects:
             return self._search_params()
         if self.tuning.exact_filter_kb > 0:
             sizes = self._vector_sizes()
