@@ -357,6 +357,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, int]:
         tuning["hnsw_ef"] = args.ef
     if getattr(args, "exact_filter_kb", None) is not None:
         tuning["exact_filter_kb"] = args.exact_filter_kb
+    if getattr(args, "near_ef_points", None) is not None:
+        tuning["near_ef_points"] = args.near_ef_points
     return {**tuning, "hnsw_ef_filtered": args.ef_filtered} if args.ef_filtered else tuning
 
 
@@ -395,7 +397,8 @@ def cache_files(folder: Path) -> dict[str, Any]:
             **({"cache_seconds": done["seconds"]} if done["preloaded"] else {})}
 
 
-def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, dict[str, Any], bool], ...]) -> None:
+def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, dict[str, Any], bool], ...],
+            *, near: bool = True) -> None:
     """A serving process's steady state: other points' queries, untimed, under every filter (the
     index files were just opened or written; the first queries would time page faults)."""
     from similarity.index.base import FusedQuery
@@ -405,7 +408,8 @@ def warm_up(index: Any, rows: np.ndarray, far: int, filters: tuple[tuple[str, di
         for point in stored.values():
             flt = query_filter(match, point, far=far)
             index.query_fused(FusedQuery(vectors=point.vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
-                                         filter=flt, group_by="group", payload_fields=("pk", "group")))
+                                         filter=flt, group_by="group", payload_fields=("pk", "group"),
+                                         near=near and OWN in match.values()))
             five_round_trips(index, point.vectors, flt)
 
 
@@ -421,7 +425,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
     filters = points.filters()
     if any("real_category" not in p.payload for p in stored.values()):  # a kept index from before it
         filters = tuple(f for f in filters if "real_category" not in f[1])
-    warm_up(index, warm_rows, points.far, filters)
+    warm_up(index, warm_rows, points.far, filters, near=not args.ignore_near)
     query_vectors = [stored[point_id(int(r))].vectors for r in rows]
     queries = {name: np.asarray([q[name] for q in query_vectors], dtype=np.float32) for name in WEIGHTS}
     own = {field: np.asarray([_own(stored[point_id(int(r))], field) for r in rows])
@@ -439,9 +443,11 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         samples, naive, found_all = [], [], []
         for r, vectors in zip(rows, query_vectors, strict=True):
             flt = query_filter(match, stored[point_id(int(r))], exclude=point_id(int(r)), far=points.far)
+            near = not args.ignore_near and OWN in match.values()  # relative to the query, as find_similar's
             begin = time.perf_counter()
             hits = index.query_fused(FusedQuery(vectors=vectors, weights=WEIGHTS, fetch=FETCH, limit=10,
-                                                filter=flt, group_by="group", payload_fields=("pk", "group")))
+                                                filter=flt, group_by="group", payload_fields=("pk", "group"),
+                                                near=near))
             samples.append(time.perf_counter() - begin)
             found_all.append([int(h.payload["pk"]) - 1 for h in hits])
             begin = time.perf_counter()
@@ -468,6 +474,11 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "hnsw_ef_filtered": index.tuning.search_ef(filtered=True),
         "indexing_threshold_kb": index.tuning.indexing_threshold_kb,
         "exact_filter_kb": index.tuning.exact_filter_kb,
+        "near_hint": not args.ignore_near,
+        **({} if args.ignore_near else {
+            "near_rule": "filters relative to the query (its own category)",
+            "near_ef_points": index.tuning.near_ef_points,
+            "near_ef": index.tuning.near_ef(args.size) if index.tuning.near_ef_points > 0 else None}),
     }
     index.close()
     if not (args.keep or args.reuse):
@@ -497,6 +508,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="INDEX['EXACT_FILTER_KB'] (default: the setting's default); 0: never exact")
     parser.add_argument("--ef-filtered", type=int, default=0,
                         help="INDEX['HNSW_EF_FILTERED'] (0: the default, 4 x HNSW_EF)")
+    parser.add_argument("--ignore-near", action="store_true",
+                        help="never tell the index that a filter is relative to the query (its own category: "
+                             "FusedQuery.near), the rule before: such a filter under EXACT_FILTER_KB is then "
+                             "scored exactly, a larger one walked with HNSW_EF_FILTERED")
+    parser.add_argument("--near-ef-points", type=int, default=None,
+                        help="INDEX['NEAR_EF_POINTS'] (default: the setting's default): the own category is "
+                             "walked with HNSW_EF up to this many points, then HNSW_EF x sqrt(points / it); "
+                             "0: searched like any other filter")
     parser.add_argument("--threshold-kb", type=int, default=0,
                         help="INDEX['INDEXING_THRESHOLD_KB'] (0: the default); a small one puts a small index's "
                              "filters in a large one's regime (the filter searched through the graph)")

@@ -23,7 +23,10 @@ from .specs import IndexSpec, UnknownFilter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "spec_filter"]
+__all__ = [
+    "exclusion_filter", "exclusion_mask", "find_similar", "load_hits", "pick_one_per_group", "relative_filter",
+    "spec_filter",
+]
 
 #: the payload a result needs: the object's key (to load it) and its group (one per group)
 RESULT_FIELDS = ("pk", "group")
@@ -49,6 +52,28 @@ def spec_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any
         kind, wanted = condition
         (match if kind == "match" else match_any)[declared.field] = wanted
     return SearchFilter(match=match, match_any=match_any)
+
+
+def relative_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str, Any] | None) -> bool:
+    """Whether ``options`` keep the query object's own region of the space (:attr:`FusedQuery.near`):
+    a ``relative_to`` filter that applies at the object's own, deepest level (``same_category=True``
+    on an object with a category: its own category, not an ancestor), and no other filter on the
+    same field (``category=N`` next to it searches category N). Other conditions may come with it
+    (in stock)."""
+    if payload is None:
+        return False
+    relative: set[str] = set()
+    fields: dict[str, int] = {}
+    for name, value in options.items():
+        declared = spec.filters.get(name)
+        if declared is None or declared.condition(name, value, payload) is None:
+            continue
+        fields[declared.field] = fields.get(declared.field, 0) + 1
+        if declared.relative_to is not None:
+            depth = len(payload.get(declared.relative_to) or [])
+            if value is True or (not isinstance(value, bool) and int(value) >= depth):
+                relative.add(declared.field)
+    return any(fields[field] == 1 for field in relative)
 
 
 def exclusion_filter(
@@ -126,6 +151,7 @@ def find_similar(
         found = index.query_fused(FusedQuery(
             vectors=query_vectors, weights=weights, fetch=max(conf.candidates, limit * 4), limit=limit,
             filter=search_filter, group_by="group" if one_per_group else None, payload_fields=RESULT_FIELDS,
+            near=relative_filter(spec, filters, stored.payload),  # its own category: the graph around it
         ))
     except IndexUnavailable as exc:
         logger.warning("find_similar(%s): index unavailable: %s", obj.pk, exc)

@@ -238,6 +238,10 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     assert IndexSettings(hnsw_ef=100).search_ef(filtered=True) == 400
     assert IndexSettings(hnsw_ef=100, hnsw_ef_filtered=250).search_ef(filtered=True) == 250
     assert IndexSettings(hnsw_ef=100).search_ef(filtered=False) == 100
+    # the query's own category: hnsw_ef up to NEAR_EF_POINTS, then × √(points / it), at most the filtered list
+    near = IndexSettings(hnsw_ef=128)
+    assert [near.near_ef(n) for n in (1_000, 100_000, 300_000, 1_000_000, 10_000_000)] == [128, 128, 222, 405, 512]
+    assert IndexSettings(hnsw_ef=128, near_ef_points=400_000).near_ef(1_600_000) == 256
     assert IndexSettings(exact_filter_kb=1).exact_for(64, 4) and not IndexSettings(exact_filter_kb=1).exact_for(65, 4)
     assert not IndexSettings(exact_filter_kb=0).exact_for(1, 4)
     assert SearchFilter(match={"category_ids": 1}).selects and SearchFilter(ids=frozenset()).selects
@@ -255,8 +259,8 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     name = "search_params" if backend == "edge" else "_search_params"
     real = getattr(idx, name)
 
-    def spy(*, filtered: bool = False, exact: bool = False):
-        params = real(filtered=filtered, exact=exact)
+    def spy(*, filtered: bool = False, exact: bool = False, ef: int | None = None):
+        params = real(filtered=filtered, exact=exact, ef=ef)
         asked.append((bool(params.exact), params.hnsw_ef))
         return params
 
@@ -267,9 +271,19 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     few = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))  # 10 points
     many = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 1})))  # all 30
     idx.query("text", vec(3, 4), limit=5, filter=SearchFilter(match={"category_ids": 11}))  # 4 floats: exact
+    # a filter relative to the query (find_similar's own category: ``near``): never exact, hnsw_ef as
+    # unfiltered (the plumbing only: 30 points are scanned by the engine whatever the params say)
+    near = idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11}), near=True))
+    # an index of more points than NEAR_EF_POINTS: a longer list (30 points, 10: ⌈32 × √3⌉ = 56); 0: no rule
+    idx.tuning = replace(tuning, near_ef_points=10)
+    idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11}), near=True))
+    idx.tuning = replace(tuning, near_ef_points=0)
+    idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11}), near=True))
     idx.tuning = replace(tuning, exact_filter_kb=0)
     idx.query_fused(replace(request, filter=SearchFilter(match={"category_ids": 11})))
-    assert asked == [(False, 32), (False, 32), (True, 128), (False, 128), (True, 128), (False, 128)]
+    assert asked == [(False, 32), (False, 32), (True, 128), (False, 128), (True, 128), (False, 32), (False, 56),
+                     (True, 128), (False, 128)]
+    assert [h.id for h in near] == [h.id for h in few]
     assert few and all(11 in h.payload["category_ids"] for h in few) and len(many) == 5
     idx.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,47 @@ def test_find_similar_filters(dispatched):
     assert out_of_stock not in pks(in_stock=True)
     assert pks(brand="Other") == {sibling}
     assert variant in pks(exclude_variants=False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_find_similar_says_when_its_filter_is_relative_to_the_query(dispatched, monkeypatch):
+    """``FusedQuery.near``: a filter relative to the query object at its own level (its own
+    category, with or without in stock, whether or not the object itself is in stock) keeps the
+    object's own region, so the index walks the graph around it. Sized as before: absolute
+    filters (a brand, even its own; in stock), an ancestor (``same_category=2`` of a three-level
+    path), "the same category" of an object without one, and a second filter on the same field
+    (``category=N`` next to ``same_category``). The hits are the same with near forced off (the
+    plumbing: the engine scans an index this small whatever the params say)."""
+    make = factories.product
+    query = make("Cotton bath towel white", brand="Soft", category_path="Home > Bath > Towels")
+    sold_out = make("Cotton bath towel grey", brand="Soft", category_path="Home > Bath > Towels", in_stock=False)
+    make("Cotton bath towel blue", brand="Soft", category_path="Home > Bath > Towels")
+    make("Cotton bath mat", brand="Other", category_path="Home > Bath > Mats")
+    uncategorised = make("Cotton hand towel", brand="Soft", category_path="")
+    services.index_products(Product.objects.values_list("pk", flat=True))
+    index = registry.vector_index(registry.get_spec(Product))
+    asked: list[bool] = []
+    real = index.query_fused
+
+    def spy(request):
+        asked.append(request.near)
+        return real(request)
+
+    monkeypatch.setattr(index, "query_fused", spy)
+    mats = Product.objects.get(title="Cotton bath mat").category
+    cases = [(query, {}), (query, {"same_category": True}), (query, {"same_category": 3, "in_stock": True}),
+             (sold_out, {"same_category": True, "in_stock": True}), (query, {"brand": "Other"}),
+             (query, {"brand": "Soft"}), (query, {"in_stock": True}), (uncategorised, {"same_category": True}),
+             (query, {"same_category": 2}), (query, {"same_category": False}),
+             (query, {"same_category": True, "category": mats.pk})]
+    found = []
+    for obj, filters in cases:
+        result = services.find_similar(obj, **filters)
+        assert result.ok
+        found.append([hit.object.pk for hit in result.hits])
+    assert asked == [False, True, True, True, False, False, False, False, False, False, False]
+    monkeypatch.setattr(index, "query_fused", lambda request: real(replace(request, near=False)))
+    assert [[hit.object.pk for hit in services.find_similar(obj, **filters).hits] for obj, filters in cases] == found
 
 
 @pytest.mark.django_db(transaction=True)

@@ -97,7 +97,7 @@ class FusedQuery:
     cosines are exact. ``limit`` hits come back, best first; with
     ``group_by``, at most one per value of that payload field (the best), still ``limit`` of them
     when the candidates hold that many groups. ``payload_fields``: the payload keys to return
-    (``None``: all).
+    (``None``: all). ``near``: see below.
     """
 
     vectors: dict[str, list[float]]
@@ -107,6 +107,13 @@ class FusedQuery:
     filter: SearchFilter | None = None
     group_by: str | None = None
     payload_fields: tuple[str, ...] | None = None
+    #: the filter holds a condition relative to the query object at its own level
+    #: (``find_similar(obj, same_category=True)``: :func:`similarity.query.relative_filter`): its
+    #: passing points are the query's own region, so the graph walked from the query finds them
+    #: with the list :meth:`similarity.conf.IndexSettings.near_ef` gives for the index's size (``HNSW_EF`` up to
+    #: ``NEAR_EF_POINTS``); the search is not given ``exact=True`` nor ``HNSW_EF_FILTERED``
+    #: (measured with the own category and in stock: docs/benchmarks.md)
+    near: bool = False
 
 
 @dataclass(frozen=True)

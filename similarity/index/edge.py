@@ -44,6 +44,8 @@ from .edge_optimize import optimize_in_child, reoptimize_live, start_background_
 from .shard_lock import ShardLock
 
 logger = logging.getLogger(__name__)
+#: seconds a generation's point count is reused for :meth:`IndexSettings.near_ef`
+SIZE_TTL = 60.0
 
 # qdrant-edge-py 0.9 turns a Python bool in MatchValue into the integer 1, so a bool payload
 # never matches. Booleans are therefore stored, indexed and matched as 0/1 integers here.
@@ -82,6 +84,7 @@ class QdrantEdgeIndex:
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
         self._full_scan_kb: dict[str, int] = {}  # and each one's full-scan threshold (KB)
+        self._size: tuple[float, int] | None = None  # (when read, points) of the open generation
         #: the thread reading the open generation's files into the page cache (``PRELOAD``),
         #: stopped when the generation is closed
         self.preloading: threading.Thread | None = None
@@ -133,6 +136,7 @@ class QdrantEdgeIndex:
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
         self._full_scan_kb = self._full_scan_thresholds(self.root / name)
+        self._size = None
         if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
 
@@ -333,16 +337,21 @@ class QdrantEdgeIndex:
             points = self._get().query(request)
         return [Hit(str(p.id), float(p.score), self._load(p.payload)) for p in points]
 
-    def params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
+    def params_for(self, search_filter: SearchFilter | None, vectors: list[str], *, near: bool = False) -> Any:
         """The search settings for a search of ``vectors`` under ``search_filter``: every
         passing point scored when the filter selects few enough points (``EXACT_FILTER_KB``,
         estimated from the payload indexes: one cheap count; ``exact``, or with int8 the
         engine's scan of the int8 copy, :meth:`IndexSettings.scans_int8`), else the graph with
-        ``HNSW_EF_FILTERED``."""
+        ``HNSW_EF_FILTERED``. A filter relative to the query (``near``, :attr:`FusedQuery.near`: its
+        own category) keeps its points around the query: never ``exact``, the graph with
+        :meth:`IndexSettings.near_ef` for the generation's size (the engine's planner may still
+        scan a filter under its full-scan threshold)."""
         from qdrant_edge import CountRequest
 
         if search_filter is None or not search_filter.selects:
             return self.search_params()
+        if near and self.tuning.near_ef_points > 0:
+            return self.search_params(ef=self.tuning.near_ef(self.points_estimate()))
         if self.tuning.exact_filter_kb > 0:
             with self._lock:
                 shard = self._get()
@@ -354,15 +363,25 @@ class QdrantEdgeIndex:
                 return self.search_params(filtered=True, exact=not scan)
         return self.search_params(filtered=True)
 
-    def search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:
+    def points_estimate(self) -> int:
+        """The open generation's points, read again after :data:`SIZE_TTL` seconds (a list length
+        is chosen from it; a minute's growth does not matter)."""
+        with self._lock:
+            shard = self._get()
+            if self._size is None or time.monotonic() - self._size[0] > SIZE_TTL:
+                self._size = (time.monotonic(), int(shard.info().points_count))
+            return self._size[1]
+
+    def search_params(self, *, filtered: bool = False, exact: bool = False, ef: int | None = None) -> Any:
         """HNSW search settings (``INDEX`` settings): ``hnsw_ef`` (``hnsw_ef_filtered`` with a
-        selecting payload filter), int8 rescoring, ACORN; ``exact``: every passing point scored."""
+        selecting payload filter; ``ef`` when given), int8 rescoring, ACORN; ``exact``: every
+        passing point scored."""
         from qdrant_edge import AcornSearchParams, QuantizationSearchParams, SearchParams
 
         tuning = self.tuning
         return SearchParams(
             exact=exact,
-            hnsw_ef=tuning.search_ef(filtered=filtered),
+            hnsw_ef=ef or tuning.search_ef(filtered=filtered),
             quantization=QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=AcornSearchParams(enable=True) if tuning.acorn else None,
         )

@@ -156,7 +156,7 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     rows = request.limit * 4 if group else request.limit
     query = fused_query_vector(request) if index.has_vector(FUSED) else None
     params = index.params_for(request.filter, [FUSED] if query is not None else
-                              [name for name, _v, _w in active_vectors(request)])
+                              [name for name, _v, _w in active_vectors(request)], near=request.near)
     picked: list[FusedHit] = []
     search_filter = request.filter
     for _attempt in range(4):

@@ -73,7 +73,8 @@ class QdrantServerIndex:
         self._client = client
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
         self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
-        self._full_scan: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, per named vector) per alias
+        #: (when read, full-scan threshold per named vector, points) per alias
+        self._facts: dict[str, tuple[float, dict[str, int], int]] = {}
         self._filter_sizes = FilterSizes()  # estimated points per filter, for the exact-or-graph choice
 
     @property
@@ -213,23 +214,24 @@ class QdrantServerIndex:
         self._sizes[key] = (time.monotonic(), sizes)
         return sizes
 
-    def _full_scan_thresholds(self) -> dict[str, int]:
-        """The full-scan threshold (KB) each named vector of the collection this object
-        addresses was built with (its own HNSW config's, else the collection's). Read again
+    def _collection_facts(self) -> tuple[dict[str, int], int]:
+        """The full-scan threshold (KB) each named vector of the collection this object addresses
+        was built with (its own HNSW config's, else the collection's), and its points. Read again
         after a minute: another process's rebuild may have moved the alias to a generation
-        built with other settings."""
+        built with other settings, and the points grow."""
         key = self._target or self.alias
-        cached = self._full_scan.get(key)
+        cached = self._facts.get(key)
         if cached is not None and time.monotonic() - cached[0] < 60:
-            return cached[1]
+            return cached[1], cached[2]
         collection = self._target or self._call("read the alias", self._alias_target) or self.alias
         info = self._call("read the collection", lambda: self.client.get_collection(collection))
         default = info.config.hnsw_config.full_scan_threshold
         vectors = info.config.params.vectors if isinstance(info.config.params.vectors, dict) else {}
         thresholds = {name: int(getattr(p.hnsw_config, "full_scan_threshold", None) or default)
                       for name, p in vectors.items()}
-        self._full_scan[key] = (time.monotonic(), thresholds)
-        return thresholds
+        points = int(info.points_count or 0)
+        self._facts[key] = (time.monotonic(), thresholds, points)
+        return thresholds, points
 
     def has_vector(self, name: str) -> bool:
         return name in self._vector_sizes()
@@ -299,7 +301,7 @@ class QdrantServerIndex:
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
         params = self._params_for(request.filter, [FUSED] if query is not None else
-                                  [name for name, _v, _w in active_vectors(request)])
+                                  [name for name, _v, _w in active_vectors(request)], near=request.near)
         arguments = (
             fused_vector_arguments(request, query, search_filter=request.filter, params=params,
                                    to_filter=to_client_filter)
@@ -335,19 +337,22 @@ class QdrantServerIndex:
             if offset is None or not records:
                 return
 
-    def _params_for(self, search_filter: SearchFilter | None, vectors: list[str]) -> Any:
+    def _params_for(self, search_filter: SearchFilter | None, vectors: list[str], *, near: bool = False) -> Any:
         """As :meth:`QdrantEdgeIndex.params_for`: every passing point scored for a filter that
         selects few enough points (an estimated count: one cheap request, reused for a minute by
         filters with the same conditions, :mod:`.filter_sizes`; ``exact``, or with int8 the
-        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``."""
+        server's scan of the int8 copy), else the graph with ``HNSW_EF_FILTERED``; ``near``: never
+        ``exact``, :meth:`IndexSettings.near_ef` for the collection's points."""
         if search_filter is None or not search_filter.selects:
             return self._search_params()
+        if near and self.tuning.near_ef_points > 0:
+            return self._search_params(ef=self.tuning.near_ef(self._collection_facts()[1]))
         if self.tuning.exact_filter_kb > 0:
             sizes = self._vector_sizes()
             dims = sum(sizes.get(name, 0) for name in vectors)  # the per-modality request scans each
             points = self._filter_sizes.size(search_filter, self._count_estimate)
             if dims and self.tuning.exact_for(int(points), dims):  # unknown sizes: the graph
-                built = built_full_scan_kb(self._full_scan_thresholds(), vectors) if self.tuning.quantization else None
+                built = built_full_scan_kb(self._collection_facts()[0], vectors) if self.tuning.quantization else None
                 scan = self.tuning.scans_int8(int(points), dims, built)
                 return self._search_params(filtered=True, exact=not scan)
         return self._search_params(filtered=True)
@@ -356,13 +361,13 @@ class QdrantServerIndex:
         return int(self._call("count points", lambda: self.client.count(
             self.name, count_filter=to_client_filter(search_filter), exact=False)).count)
 
-    def _search_params(self, *, filtered: bool = False, exact: bool = False) -> Any:
+    def _search_params(self, *, filtered: bool = False, exact: bool = False, ef: int | None = None) -> Any:
         from qdrant_client import models
 
         tuning = self.tuning
         return models.SearchParams(
             exact=exact,
-            hnsw_ef=tuning.search_ef(filtered=filtered),
+            hnsw_ef=ef or tuning.search_ef(filtered=filtered),
             quantization=models.QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=models.AcornSearchParams(enable=True) if tuning.acorn else None,
         )
@@ -429,7 +434,7 @@ class QdrantServerIndex:
         self._call("switch the alias", run)
         self._filter_sizes.clear()  # the sizes were the old generation's
         self._sizes.pop(self.alias, None)
-        self._full_scan.pop(self.alias, None)
+        self._facts.pop(self.alias, None)
         logger.info("Qdrant alias %s now points at %s", self.alias, generation)
 
     def close(self) -> None:
