@@ -106,9 +106,11 @@ class IndexSettings:
             return self.hnsw_ef
         return self.hnsw_ef_filtered or 4 * self.hnsw_ef
 
-    def near_ef(self, points: int) -> int:
+    def near_ef(self, points: int | None) -> int:
         """``hnsw_ef`` for a filter relative to the query in an index of ``points`` points
-        (:attr:`near_ef_points`)."""
+        (:attr:`near_ef_points`); an unknown size gets the filtered list."""
+        if points is None:
+            return self.search_ef(filtered=True)
         ef = self.hnsw_ef
         if points > self.near_ef_points:
             ef = math.ceil(ef * math.sqrt(points / self.near_ef_points))

@@ -19,7 +19,7 @@ from .conf import get_settings
 from .exceptions import IndexUnavailable
 from .index.base import VECTOR_NAMES, FusedQuery, SearchFilter, pick_one_per_group
 from .results import ResultStatus, SimilarHit, SimilarResult
-from .specs import IndexSpec, UnknownFilter
+from .specs import IndexSpec, PayloadType, UnknownFilter
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def relative_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str,
     a ``relative_to`` filter that applies at the object's own, deepest level (``same_category=True``
     on an object with a category: its own category, not an ancestor), and no other filter on the
     same field (``category=N`` next to it searches category N). Other conditions may come with it
-    (in stock)."""
+    only on yes/no fields (in stock, as measured); a keyword or number next to it (a rare brand
+    in the own category) can leave a few points scattered over the region, which are sized as
+    any filter (scored exactly when few)."""
     if payload is None:
         return False
     relative: set[str] = set()
@@ -73,6 +75,9 @@ def relative_filter(spec: IndexSpec, options: dict[str, Any], payload: dict[str,
             depth = len(payload.get(declared.relative_to) or [])
             if value is True or (not isinstance(value, bool) and int(value) >= depth):
                 relative.add(declared.field)
+                continue
+        if declared.type != PayloadType.BOOL:
+            return False
     return any(fields[field] == 1 for field in relative)
 
 

@@ -227,6 +227,33 @@ def test_hnsw_and_int8_settings_build_an_index_that_answers_like_exact_search(ba
     idx.close()
 
 
+def test_each_part_of_the_fused_search_asks_for_fetch_when_the_chosen_list_is_shorter(tmp_path):
+    """Edge's fused search asks each part for ``rows`` only when the list the search walks
+    (whichever ``params_for`` chose: unfiltered, filtered, or the own category's ``near_ef``)
+    holds ``fetch``; a near search in a small index walks ``HNSW_EF``, not the filtered list."""
+    from similarity.conf import IndexSettings
+    from similarity.index.edge_fused import _per_part
+
+    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="parts",
+                          tuning=IndexSettings(hnsw_ef=32, exact_filter_kb=0))
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([point(n) for n in range(1, 31)])
+    own = SearchFilter(match={"category_ids": 11})
+    request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=100, limit=5,
+                         filter=own)
+
+    def asks(req: FusedQuery) -> int:
+        return _per_part(idx, req, 20, idx.params_for(req.filter, ["fused"], near=req.near))
+
+    assert asks(request) == 20  # the filtered list (128) holds fetch
+    assert asks(replace(request, near=True)) == 100  # the near list (32) does not
+    assert asks(replace(request, near=True, fetch=30)) == 20
+    assert asks(replace(request, filter=None)) == 100  # unfiltered: 32
+    idx.tuning = IndexSettings(hnsw_ef=32, exact_filter_kb=40_000)
+    assert asks(request) == 20  # exact: every passing point scored
+    idx.close()
+
+
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
 def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_the_filtered_ef(backend, tmp_path):
     """A filter that keeps only some points: when the payload indexes estimate that they hold at
@@ -242,6 +269,7 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
     near = IndexSettings(hnsw_ef=128)
     assert [near.near_ef(n) for n in (1_000, 100_000, 300_000, 1_000_000, 10_000_000)] == [128, 128, 222, 405, 512]
     assert IndexSettings(hnsw_ef=128, near_ef_points=400_000).near_ef(1_600_000) == 256
+    assert near.near_ef(None) == 512  # a size the server does not give: the filtered list
     assert IndexSettings(exact_filter_kb=1).exact_for(64, 4) and not IndexSettings(exact_filter_kb=1).exact_for(65, 4)
     assert not IndexSettings(exact_filter_kb=0).exact_for(1, 4)
     assert SearchFilter(match={"category_ids": 1}).selects and SearchFilter(ids=frozenset()).selects

@@ -232,7 +232,8 @@ def test_find_similar_says_when_its_filter_is_relative_to_the_query(dispatched, 
     object's own region, so the index walks the graph around it. Sized as before: absolute
     filters (a brand, even its own; in stock), an ancestor (``same_category=2`` of a three-level
     path), "the same category" of an object without one, and a second filter on the same field
-    (``category=N`` next to ``same_category``). The hits are the same with near forced off (the
+    (``category=N`` next to ``same_category``), and a keyword next to it (its brand: few points,
+    scattered over the region). The hits are the same with near forced off (the
     plumbing: the engine scans an index this small whatever the params say)."""
     make = factories.product
     query = make("Cotton bath towel white", brand="Soft", category_path="Home > Bath > Towels")
@@ -255,13 +256,13 @@ def test_find_similar_says_when_its_filter_is_relative_to_the_query(dispatched, 
              (sold_out, {"same_category": True, "in_stock": True}), (query, {"brand": "Other"}),
              (query, {"brand": "Soft"}), (query, {"in_stock": True}), (uncategorised, {"same_category": True}),
              (query, {"same_category": 2}), (query, {"same_category": False}),
-             (query, {"same_category": True, "category": mats.pk})]
+             (query, {"same_category": True, "category": mats.pk}), (query, {"same_category": True, "brand": "Soft"})]
     found = []
     for obj, filters in cases:
         result = services.find_similar(obj, **filters)
         assert result.ok
         found.append([hit.object.pk for hit in result.hits])
-    assert asked == [False, True, True, True, False, False, False, False, False, False, False]
+    assert asked == [False, True, True, True, False, False, False, False, False, False, False, False]
     monkeypatch.setattr(index, "query_fused", lambda request: real(replace(request, near=False)))
     assert [[hit.object.pk for hit in services.find_similar(obj, **filters).hits] for obj, filters in cases] == found
 

@@ -162,7 +162,7 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     for _attempt in range(4):
         points = index.run_query(
             fused_vector_request(request, query, rows=rows, search_filter=search_filter, params=params,
-                                 per_part=_per_part(index, request, rows))
+                                 per_part=_per_part(index, request, rows, params))
             if query is not None else
             fused_request(request, rows=rows, search_filter=search_filter, params=params, to_filter=to_edge_filter)
         )
@@ -185,17 +185,16 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     return rescored(request, [replace(hit, scores=scores.get(hit.id, {})) for hit in picked])
 
 
-def _per_part(index: QdrantEdgeIndex, request: FusedQuery, rows: int) -> int:
+def _per_part(index: QdrantEdgeIndex, request: FusedQuery, rows: int, params: Any) -> int:
     """What each search of the fused request asks for: ``rows`` when that walks the same graph
-    candidates as ``request.fetch`` would (``fetch`` at most the search's ``hnsw_ef``; an exact
-    search scores every point anyway), else ``fetch``; with int8 quantisation always ``fetch``,
-    the oversampling the rescoring with the originals needs. At 100k points: the same results
-    for 400 of 400 queries, p50 4.55 against 4.71 ms (docs/benchmarks.md)."""
-    tuning = index.tuning
-    if tuning.quantization:
+    candidates as ``request.fetch`` would (``fetch`` at most the ``hnsw_ef`` of the search's
+    ``params``, whichever list :meth:`~.edge.QdrantEdgeIndex.params_for` chose; an exact search
+    scores every point anyway), else ``fetch``; with int8 quantisation always ``fetch``, the
+    oversampling the rescoring with the originals needs. At 100k points: the same results for
+    400 of 400 queries, p50 4.55 against 4.71 ms (docs/benchmarks.md)."""
+    if index.tuning.quantization:
         return request.fetch
-    filtered = request.filter is not None and request.filter.selects
-    return rows if request.fetch <= tuning.search_ef(filtered=filtered) else request.fetch
+    return rows if params.exact or request.fetch <= params.hnsw_ef else request.fetch
 
 
 def modality_scores(index: QdrantEdgeIndex, request: FusedQuery, ids: list[str]) -> dict[str, dict[str, float]]:

@@ -74,7 +74,7 @@ class QdrantServerIndex:
         self._target: str | None = None  # a generation being rebuilt, addressed by its name
         self._sizes: dict[str, tuple[float, dict[str, int]]] = {}  # (when read, named vectors) per alias
         #: (when read, full-scan threshold per named vector, points) per alias
-        self._facts: dict[str, tuple[float, dict[str, int], int]] = {}
+        self._facts: dict[str, tuple[float, dict[str, int], int | None]] = {}
         self._filter_sizes = FilterSizes()  # estimated points per filter, for the exact-or-graph choice
 
     @property
@@ -214,11 +214,11 @@ class QdrantServerIndex:
         self._sizes[key] = (time.monotonic(), sizes)
         return sizes
 
-    def _collection_facts(self) -> tuple[dict[str, int], int]:
+    def _collection_facts(self) -> tuple[dict[str, int], int | None]:
         """The full-scan threshold (KB) each named vector of the collection this object addresses
         was built with (its own HNSW config's, else the collection's), and its points. Read again
         after a minute: another process's rebuild may have moved the alias to a generation
-        built with other settings, and the points grow."""
+        built with other settings, and the points grow (``None`` when the server does not say)."""
         key = self._target or self.alias
         cached = self._facts.get(key)
         if cached is not None and time.monotonic() - cached[0] < 60:
@@ -229,7 +229,7 @@ class QdrantServerIndex:
         vectors = info.config.params.vectors if isinstance(info.config.params.vectors, dict) else {}
         thresholds = {name: int(getattr(p.hnsw_config, "full_scan_threshold", None) or default)
                       for name, p in vectors.items()}
-        points = int(info.points_count or 0)
+        points = None if info.points_count is None else int(info.points_count)
         self._facts[key] = (time.monotonic(), thresholds, points)
         return thresholds, points
 
