@@ -381,7 +381,7 @@ class QdrantEdgeIndex:
         tuning = self.tuning
         return SearchParams(
             exact=exact,
-            hnsw_ef=ef or tuning.search_ef(filtered=filtered),
+            hnsw_ef=ef if ef is not None else tuning.search_ef(filtered=filtered),
             quantization=QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=AcornSearchParams(enable=True) if tuning.acorn else None,
         )

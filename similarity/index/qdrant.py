@@ -367,7 +367,7 @@ class QdrantServerIndex:
         tuning = self.tuning
         return models.SearchParams(
             exact=exact,
-            hnsw_ef=ef or tuning.search_ef(filtered=filtered),
+            hnsw_ef=ef if ef is not None else tuning.search_ef(filtered=filtered),
             quantization=models.QuantizationSearchParams(rescore=True) if tuning.quantization else None,
             acorn=models.AcornSearchParams(enable=True) if tuning.acorn else None,
         )
