@@ -317,7 +317,8 @@ def run_child(args: argparse.Namespace) -> dict[str, Any]:
     points = Points({name: data[name].astype(np.float32) for name in ("image", "text")},
                     data["labels"] if "labels" in data.files else None)
     dims = {name: int(v.shape[1]) for name, v in points.centres.items()}
-    folder = args.reuse or Path(args.workdir) / f"scale-edge-{args.size}-{args.quantization or 'f32'}"
+    typed = f"-{args.fused_datatype}" if args.fused_datatype else ""
+    folder = args.reuse or Path(args.workdir) / f"scale-edge-{args.size}-{args.quantization or 'f32'}{typed}"
     if not args.reuse:
         shutil.rmtree(folder, ignore_errors=True)
     rss_start = memory_mb("VmRSS")
@@ -359,6 +360,8 @@ def _tuning(args: argparse.Namespace) -> dict[str, int]:
         tuning["exact_filter_kb"] = args.exact_filter_kb
     if getattr(args, "near_ef_points", None) is not None:
         tuning["near_ef_points"] = args.near_ef_points
+    if getattr(args, "fused_datatype", None):
+        tuning["fused_datatype"] = args.fused_datatype
     return {**tuning, "hnsw_ef_filtered": args.ef_filtered} if args.ef_filtered else tuning
 
 
@@ -465,6 +468,7 @@ def measure(args: argparse.Namespace, index: Any, points: Points, folder: Path, 
         "load_average": os.getloadavg(),
         "disk_mb": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
         "quantization": args.quantization or "none", "on_disk": args.on_disk,
+        "fused_datatype": index.fused_datatype(),
         "vectors": "flipkart-1050 real vectors, mixed pairs + noise", "real_products": points.n_real,
         "real_category_far": points.far,
         "filter_points": filter_counts(points, args.size,
@@ -516,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="INDEX['NEAR_EF_POINTS'] (default: the setting's default): the own category is "
                              "walked with HNSW_EF up to this many points, then HNSW_EF x sqrt(points / it); "
                              "0: searched like any other filter")
+    parser.add_argument("--fused-datatype", default=None, choices=("float32", "float16"),
+                        help="INDEX['FUSED_DATATYPE'] for the build (default: the setting's default); "
+                             "with --reuse the kept index keeps the type it was built with")
     parser.add_argument("--threshold-kb", type=int, default=0,
                         help="INDEX['INDEXING_THRESHOLD_KB'] (0: the default); a small one puts a small index's "
                              "filters in a large one's regime (the filter searched through the graph)")

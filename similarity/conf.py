@@ -64,6 +64,12 @@ class IndexSettings:
     quantization: str = ""
     #: original vectors on disk (memory-mapped) instead of in RAM
     on_disk: bool = False
+    #: how a new generation stores the fused vector: "float16" (half the memory of the largest
+    #: named vector, and an exact scan of a filter reads half the bytes: about twice as fast)
+    #: or "float32". The image and text vectors stay float32: the per-modality scores shown are
+    #: theirs. A generation keeps the type it was built with (docs/benchmarks.md, "The fused
+    #: vector in float16")
+    fused_datatype: str = "float16"
     #: Qdrant Edge: vectors written but not in an HNSW graph yet (each point has one per
     #: modality, and the fused one) that make the index re-optimise in the background, in a child process, while it
     #: keeps answering (similarity.index.edge_optimize); 0: only rebuilds optimise
@@ -74,7 +80,9 @@ class IndexSettings:
 
     def exact_for(self, points: int, dims: int) -> bool:
         """Whether a filtered search that leaves ``points`` of ``dims`` floats scores every
-        point that passes instead of walking the graph."""
+        point that passes instead of walking the graph. Counted in float32 whatever the stored
+        type (``fused_datatype``): the limit is a cost, and a float16 scan of a real filter
+        cost nearly as much (docs/benchmarks.md, "The fused vector in float16")."""
         return self.exact_filter_kb > 0 and points * dims * 4 <= self.exact_filter_kb * 1024
 
     @property
@@ -172,6 +180,8 @@ class SimilaritySettings:
 
 
 CPU_RUNTIMES = frozenset({"onnx", "torch"})
+#: the types a generation's fused vector may be stored in
+FUSED_DATATYPES = frozenset({"float32", "float16"})
 _INDEX_KEYS = {f.upper(): f for f in IndexSettings.__dataclass_fields__}
 _TOP_KEYS = {f.upper(): f for f in SimilaritySettings.__dataclass_fields__}
 
@@ -192,6 +202,11 @@ def _build(raw: dict[str, Any]) -> SimilaritySettings:
         elif name == "weights":
             value = dict(value)
         kwargs[name] = value
+    index = kwargs.get("index")
+    if index is not None and index.fused_datatype not in FUSED_DATATYPES:
+        raise SimilarityConfigError(
+            f"SIMILARITY['INDEX']['FUSED_DATATYPE'] is {index.fused_datatype!r}: choose one of "
+            f"{sorted(FUSED_DATATYPES)}.")
     if kwargs.get("cpu_runtime", "onnx") not in CPU_RUNTIMES:
         raise SimilarityConfigError(
             f"SIMILARITY['CPU_RUNTIME'] is {kwargs['cpu_runtime']!r}: choose one of {sorted(CPU_RUNTIMES)}.")

@@ -317,6 +317,104 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
 
 
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
+def test_the_fused_vector_is_stored_in_float16_and_ranks_as_float32(backend, tmp_path):
+    """``FUSED_DATATYPE`` "float16" (the default): a new generation stores the fused vector in half
+    precision (image and text stay float32: their exact scores are the ones shown); the fused
+    ranking and scores are float32's. ``EXACT_FILTER_KB`` still counts a point at its float32
+    size (the limit is a cost, which float16 barely lowers): the same filters are scanned and
+    walked either way. ``FUSED_DATATYPE = "float32"`` builds as before; other types are refused."""
+    from similarity.conf import IndexSettings, _build
+    from similarity.exceptions import SimilarityConfigError
+
+    assert IndexSettings().fused_datatype == "float16"
+    with pytest.raises(SimilarityConfigError, match="FUSED_DATATYPE"):
+        _build({"INDEX": {"FUSED_DATATYPE": "float64"}})
+    indexes, asked = {}, []
+    for datatype in ("float16", "float32"):
+        tuning = IndexSettings(hnsw_ef=32, exact_filter_kb=1, fused_datatype=datatype)  # 21 points of 48 bytes
+        if backend == "edge":
+            idx = QdrantEdgeIndex(path=str(tmp_path / datatype), collection="typed", tuning=tuning)
+        else:  # the local mode stores float32 whatever it is asked: what a server is asked is checked
+            idx = QdrantServerIndex(url=":memory:", collection="typed", tuning=tuning)
+            created: dict[str, dict] = {}
+            create = idx.client.create_collection
+
+            def record(name, _create=create, _created=created, **kwargs):
+                _created[name] = kwargs
+                return _create(name, **kwargs)
+
+            idx.client.create_collection = record
+        idx.ensure(DIMS, SCHEMA)
+        idx.upsert([point(n) for n in range(1, 61)])
+        if backend == "edge":
+            stored = json.loads(next((tmp_path / datatype).glob("*/edge_config.json")).read_text())["vectors"]
+            types = {name: v.get("datatype", "float32") for name, v in stored.items()}
+            assert idx.fused_datatype() == datatype
+        else:
+            (sent,) = created.values()
+            types = {name: getattr(v.datatype, "value", None) or "float32"
+                     for name, v in sent["vectors_config"].items()}
+        assert types == {"fused": datatype, "image": "float32", "text": "float32"}
+        name = "search_params" if backend == "edge" else "_search_params"
+        real = getattr(idx, name)
+
+        def spy(*, filtered=False, exact=False, ef=None, _real=real, _datatype=datatype):
+            asked.append((_datatype, exact))
+            return _real(filtered=filtered, exact=exact, ef=ef)
+
+        setattr(idx, name, spy)
+        indexes[datatype] = idx
+
+    request = FusedQuery(vectors={"image": vec(3, 8), "text": vec(3, 4)}, weights=WEIGHTS, fetch=40, limit=10)
+    half, full = (indexes[t].query_fused(request) for t in ("float16", "float32"))
+    assert [h.id for h in half] == [h.id for h in full]
+    assert [h.scores for h in half] == [h.scores for h in full], "the per-modality scores: float32 in both"
+    np.testing.assert_allclose([h.score for h in half], [h.score for h in full], atol=1e-6)  # rescored exactly
+    asked.clear()
+    for datatype in ("float16", "float32"):
+        for kept in ({"in_stock": True}, {"category_ids": 11}):  # 30 points: graph; 20: exact
+            assert len(indexes[datatype].query_fused(replace(request, filter=SearchFilter(match=kept)))) == 10
+    assert asked == [("float16", False), ("float16", True), ("float32", False), ("float32", True)]
+    for idx in indexes.values():
+        idx.close()
+
+
+def test_float16_rounding_at_the_end_of_the_list_is_undone_by_the_rescored_margin(tmp_path, monkeypatch):
+    """The engine ranks by the float16 fused vector; two points a rounding apart can trade places
+    at the end of the list. The search asks for a few more rows (``with_margin``), rescored with
+    the exact float32 cosines, and cuts: the list is the exact ranking's. Without the margin the
+    same index misses some (the test shows the rounding is real here)."""
+    from similarity.conf import IndexSettings
+    from similarity.index import base, edge_fused
+
+    assert [base.with_margin(n) for n in (1, 10, 20, 50)] == [3, 12, 24, 60]
+    n, rng = 3000, np.random.default_rng(5)
+    image, text = rng.normal(size=(n, 8)), rng.normal(size=(n, 4))
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="margin", tuning=IndexSettings())
+    idx.ensure(DIMS, SCHEMA)
+    idx.upsert([PointData(pid(i), {"image": image[i].tolist(), "text": text[i].tolist()}, {"pk": i, "group": i})
+                for i in range(n)])
+    assert idx.fused_datatype() == "float16"
+
+    def recall(queries: range) -> float:
+        found = []
+        for q in queries:
+            hits = idx.query_fused(FusedQuery(vectors={"image": image[q].tolist(), "text": text[q].tolist()},
+                                              weights=WEIGHTS, fetch=100, limit=10))
+            exact = np.argsort(-(WEIGHTS["image"] * image @ image[q] + WEIGHTS["text"] * text @ text[q]))[:10]
+            assert len(hits) == 10 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+            found.append(len({h.payload["pk"] for h in hits} & {int(i) for i in exact}) / 10)
+        return float(np.mean(found))
+
+    assert recall(range(300)) == 1.0
+    monkeypatch.setattr(edge_fused, "with_margin", lambda limit: limit)
+    assert recall(range(300)) < 1.0  # 0.9983 when written: 5 of 3,000 rows
+    idx.close()
+
+
+@pytest.mark.parametrize("backend", ["edge", "client-memory"])
 def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tmp_path):
     """With int8 quantisation a generation is built with a full-scan threshold of twice
     ``EXACT_FILTER_KB``, and a filter under the limit is searched without ``exact`` (which would drop

@@ -229,6 +229,16 @@ def part_shares(request: FusedQuery) -> dict[str, float]:
     return {name: weights[name] / total for name in FUSED_PARTS}
 
 
+def with_margin(limit: int) -> int:
+    """The rows a fused search asks the engine for, to keep ``limit`` of them after
+    :func:`rescored`: the engine ranks by the fused vector as stored (float16 by default,
+    ``FUSED_DATATYPE``), whose rounding (about 1e-4 of a score) can rank the next point above
+    the last one of the exact ranking; rescored with the exact float32 cosines, the rows past
+    ``limit`` fall off and the list is the exact ranking's (docs/benchmarks.md, "The fused
+    vector in float16")."""
+    return limit + max(2, limit // 5)
+
+
 def rescored(request: FusedQuery, hits: list[FusedHit]) -> list[FusedHit]:
     """``hits`` with their fused score recomputed from their exact per-modality cosines (the
     weighted mean of those the point has: the engine's formula, without its float32 rounding or

@@ -84,6 +84,7 @@ class QdrantEdgeIndex:
         self._retired: str | None = None  # the generation the last re-optimise replaced
         self._vectors: dict[str, int] = {}  # the open generation's named vectors and their sizes
         self._full_scan_kb: dict[str, int] = {}  # and each one's full-scan threshold (KB)
+        self._fused_type: str | None = None  # how it stores the fused vector (None: it has none)
         self._size: tuple[float, int] | None = None  # (when read, points) of the open generation
         #: the thread reading the open generation's files into the page cache (``PRELOAD``),
         #: stopped when the generation is closed
@@ -136,6 +137,7 @@ class QdrantEdgeIndex:
         self._shard_lock = lock
         self._vectors = self._vector_sizes(self.root / name)
         self._full_scan_kb = self._full_scan_thresholds(self.root / name)
+        self._fused_type = self._fused_datatype(self.root / name)
         self._size = None
         if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
@@ -152,6 +154,16 @@ class QdrantEdgeIndex:
             return {name: int(params["size"]) for name, params in vectors.items()}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+
+    @staticmethod
+    def _fused_datatype(shard_dir: Path) -> str | None:
+        """How a generation stores its fused vector (``FUSED_DATATYPE`` when it was built; float32
+        when its config does not say; ``None``: it has no fused vector, or no readable config)."""
+        try:
+            vectors = json.loads((shard_dir / "edge_config.json").read_text())["vectors"]
+            return str(vectors[FUSED].get("datatype") or "float32").lower() if FUSED in vectors else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     @staticmethod
     def _full_scan_thresholds(shard_dir: Path) -> dict[str, int]:
@@ -224,6 +236,7 @@ class QdrantEdgeIndex:
             HnswIndexConfig,
             ScalarQuantizationConfig,
             ScalarType,
+            VectorStorageDatatype,
         )
 
         tuning = self.tuning
@@ -239,7 +252,9 @@ class QdrantEdgeIndex:
             vectors={  # the fused vector holds normalised parts already: a dot product
                 vec: EdgeVectorParams(size=size, distance=Distance.Dot if vec == FUSED else Distance.Cosine,
                                       on_disk=tuning.on_disk or None,
-                                      hnsw_config=hnsw(tuning.full_scan_kb) if vec == FUSED else None)
+                                      hnsw_config=hnsw(tuning.full_scan_kb) if vec == FUSED else None,
+                                      datatype=VectorStorageDatatype.Float16
+                                      if vec == FUSED and tuning.fused_datatype == "float16" else None)
                 for vec, size in with_fused(dims).items()
             },
             hnsw_config=hnsw(tuning.indexing_threshold_kb),
@@ -493,6 +508,13 @@ class QdrantEdgeIndex:
             return
         if unindexed >= threshold:
             start_background_reoptimize(self)
+
+    def fused_datatype(self) -> str | None:
+        """How the open generation stores the fused vector ("float16", "float32"; ``None``:
+        it has none)."""
+        with self._lock:
+            self._get()
+            return self._fused_type
 
     def indexed_vectors(self) -> int:
         with self._lock:

@@ -49,6 +49,7 @@ from .base import (
     part_shares,
     pick_one_per_group,
     rescored,
+    with_margin,
 )
 
 if TYPE_CHECKING:
@@ -146,14 +147,16 @@ def _payload(request: FusedQuery) -> Any:
 def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     """Run :func:`fused_vector_request` (or, on an older collection or for one modality,
     :func:`fused_request`) on ``index``, then read the kept hits' vectors back by id for their
-    exact per-modality cosines. With ``group_by`` the best of each group is kept
-    here from ``4 × limit`` fused rows (qdrant-edge has no grouping API); when variants fill those
-    rows and leave fewer than ``limit`` groups, the request runs again without the groups already
-    taken (rare: a catalog of many-variant products)."""
+    exact per-modality cosines. A few rows more than ``limit`` are asked for and cut after that
+    rescoring (:func:`~.base.with_margin`: the fused vector's rounding). With ``group_by`` the best
+    of each group is kept here from ``4 ×`` as many fused rows (qdrant-edge has no grouping API);
+    when variants fill those rows and leave fewer groups, the request runs again without the
+    groups already taken (rare: a catalog of many-variant products)."""
     if not any(w > 0 for w in request.weights.values()):
         return []
     group = request.group_by
-    rows = request.limit * 4 if group else request.limit
+    wanted = with_margin(request.limit)
+    rows = wanted * 4 if group else wanted
     query = fused_query_vector(request) if index.has_vector(FUSED) else None
     params = index.params_for(request.filter, [FUSED] if query is not None else
                               [name for name, _v, _w in active_vectors(request)], near=request.near)
@@ -174,15 +177,15 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
         def group_of(hit: FusedHit, key: str = group) -> Any:
             return hit.payload.get(key)
 
-        picked += pick_one_per_group(found, group_of, request.limit - len(picked))
-        if len(picked) >= request.limit or len(points) < rows:
+        picked += pick_one_per_group(found, group_of, wanted - len(picked))
+        if len(picked) >= wanted or len(points) < rows:
             break
         narrowed = (search_filter or SearchFilter()).without_groups(
             group, [hit.payload[group] for hit in picked if hit.payload.get(group) is not None]
         )  # and the rows already taken (a row without a group is not left out by its group)
         search_filter = replace(narrowed, exclude_ids=narrowed.exclude_ids | {hit.id for hit in picked})
     scores = modality_scores(index, request, [hit.id for hit in picked])
-    return rescored(request, [replace(hit, scores=scores.get(hit.id, {})) for hit in picked])
+    return rescored(request, [replace(hit, scores=scores.get(hit.id, {})) for hit in picked])[:request.limit]
 
 
 def _per_part(index: QdrantEdgeIndex, request: FusedQuery, rows: int, params: Any) -> int:

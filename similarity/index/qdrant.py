@@ -33,6 +33,7 @@ from .base import (
     rescored,
     stored_point,
     with_fused,
+    with_margin,
 )
 from .filter_sizes import FilterSizes
 from .qdrant_fused import NO_SCORE, fused_arguments, fused_vector_arguments
@@ -131,6 +132,8 @@ class QdrantServerIndex:
                     distance=models.Distance.DOT if vec == FUSED else models.Distance.COSINE,
                     hnsw_config=(models.HnswConfigDiff(full_scan_threshold=tuning.full_scan_kb)
                                  if vec == FUSED else None),
+                    datatype=(models.Datatype.FLOAT16
+                              if vec == FUSED and tuning.fused_datatype == "float16" else None),
                 )
                 for vec, size in with_fused(dims).items()
             },
@@ -296,7 +299,8 @@ class QdrantServerIndex:
         return [Hit(str(p.id), float(p.score), public_payload(p.payload)) for p in response.points]
 
     def query_fused(self, request: FusedQuery) -> list[FusedHit]:
-        """One request (see :mod:`.qdrant_fused`); one per group through ``query_points_groups``."""
+        """One request (see :mod:`.qdrant_fused`); one per group through ``query_points_groups``;
+        a few rows more than ``limit``, cut after the exact rescoring (:func:`~.base.with_margin`)."""
         if not any(w > 0 for w in request.weights.values()):
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
@@ -308,20 +312,21 @@ class QdrantServerIndex:
             if query is not None else
             fused_arguments(request, search_filter=request.filter, params=params, to_filter=to_client_filter)
         )
+        rows = with_margin(request.limit)
         if request.group_by:
             group_by = request.group_by
             response = self._call("query groups", lambda: self.client.query_points_groups(
-                self.name, group_by=group_by, group_size=1, limit=request.limit, **arguments))
+                self.name, group_by=group_by, group_size=1, limit=rows, **arguments))
             points = [group.hits[0] for group in response.groups if group.hits]
         else:
             response = self._call("query", lambda: self.client.query_points(
-                self.name, limit=request.limit, **arguments))
+                self.name, limit=rows, **arguments))
             points = response.points
         return rescored(request, [
             FusedHit(str(p.id), float(p.score), hit_scores(request, p.vector), public_payload(p.payload))
             for p in points
             if p.score > NO_SCORE
-        ])
+        ])[:request.limit]
 
     def iter_points(self, *, batch_size: int = 256) -> Iterator[PointData]:
         offset: Any = None
