@@ -325,8 +325,12 @@ def test_the_fused_vector_is_stored_in_float16_and_ranks_as_float32(backend, tmp
     walked either way. ``FUSED_DATATYPE = "float32"`` builds as before; other types are refused."""
     from similarity.conf import IndexSettings, _build
     from similarity.exceptions import SimilarityConfigError
+    from similarity.index.base import engine_kb, float32_kb
 
     assert IndexSettings().fused_datatype == "float16"
+    assert [engine_kb(10_000, "float16"), engine_kb(10_000, "float32"), engine_kb(1, "float16")] == [5_000, 10_000, 1]
+    assert [float32_kb(5_000, "float16"), float32_kb(5_000, None), float32_kb(5_000, "Float16")] == [
+        10_000, 5_000, 10_000]
     with pytest.raises(SimilarityConfigError, match="FUSED_DATATYPE"):
         _build({"INDEX": {"FUSED_DATATYPE": "float64"}})
     indexes, asked = {}, []
@@ -414,16 +418,21 @@ def test_float16_rounding_at_the_end_of_the_list_is_undone_by_the_rescored_margi
     idx.close()
 
 
+@pytest.mark.parametrize("datatype", ["float16", "float32"])
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
-def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tmp_path):
+def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, datatype, tmp_path):
     """With int8 quantisation a generation is built with a full-scan threshold of twice
     ``EXACT_FILTER_KB``, and a filter under the limit is searched without ``exact`` (which would drop
     the quantisation): Qdrant's planner scans the int8 copy and rescores with the originals. A
-    generation built with a smaller threshold, or a float32 index, keeps ``exact=True``."""
+    generation built with a smaller threshold, or a float32 index, keeps ``exact=True``. The
+    engine counts a threshold's points by the stored bytes, so a float16 fused vector is built
+    with half the KB (the same points) and read back in KB of float32."""
     from similarity.conf import IndexSettings
 
     # fused vector: 12 floats = 48 bytes a point; 3 KB hold 64 points, 6 KB 128, 12 KB 256
-    tuning = IndexSettings(quantization="int8", exact_filter_kb=3, indexing_threshold_kb=1, hnsw_ef=32)
+    tuning = IndexSettings(quantization="int8", exact_filter_kb=3, indexing_threshold_kb=1, hnsw_ef=32,
+                           fused_datatype=datatype)
+    engine = 3 if datatype == "float16" else 6  # 128 points of 24 or 48 bytes
     assert tuning.full_scan_kb == 6 and replace(tuning, quantization="").full_scan_kb == 1
     assert replace(tuning, exact_filter_kb=0).full_scan_kb == 1
     assert built_full_scan_kb({"fused": 6, "text": 1, "image": 2}, ["image", "text"]) == 1
@@ -454,16 +463,18 @@ def test_an_int8_index_leaves_small_filters_to_the_engines_int8_scan(backend, tm
     # the fused vector's graph is built to scan up to twice the limit; the others keep theirs
     if backend == "edge":
         built = json.loads(next((tmp_path / "edge").glob("*/edge_config.json")).read_text())
-        assert built["vectors"]["fused"]["hnsw_config"]["full_scan_threshold"] == 6
+        assert built["vectors"]["fused"]["hnsw_config"]["full_scan_threshold"] == engine
+        assert idx._full_scan_kb == {"fused": 6, "image": 1, "text": 1}  # in KB of float32
         assert built["hnsw_config"]["full_scan_threshold"] == 1 and not built["vectors"]["text"].get("hnsw_config")
         segments = (tmp_path / "edge").glob("*/segments/*/segment.json")
         graphs = [json.loads(f.read_text())["config"]["vector_data"] for f in segments]
         options = [{name: v["index"]["options"]["full_scan_threshold"] for name, v in g.items()}
                    for g in graphs if g["fused"]["index"]["type"] == "hnsw"]
-        assert options and all(o == {"fused": 6, "image": 1, "text": 1} for o in options), "what the engine built"
+        assert options and all(o == {"fused": engine, "image": 1, "text": 1} for o in options), "what it built"
     else:
         (sent,) = created.values()
-        assert sent["vectors_config"]["fused"].hnsw_config.full_scan_threshold == 6
+        assert sent["vectors_config"]["fused"].hnsw_config.full_scan_threshold == engine
+        assert idx._collection_facts()[0]["fused"] == 6  # in KB of float32
         assert sent["hnsw_config"].full_scan_threshold == 1 and sent["vectors_config"]["text"].hnsw_config is None
     asked: list[bool] = []
     name = "search_params" if backend == "edge" else "_search_params"

@@ -171,6 +171,24 @@ def with_fused(dims: dict[str, int]) -> dict[str, int]:
     return dict(dims)
 
 
+def engine_kb(float32_kb: int, datatype: str | None) -> int:
+    """A full-scan threshold given in KB of float32 (``INDEX`` settings) as the engine must be
+    given it for a vector stored as ``datatype``: the engine turns KB into points by the stored
+    bytes, so a float16 vector needs half the KB for the same points (and the planner scans the
+    same filters and segments as in float32)."""
+    return max(1, float32_kb // 2) if _datatype_name(datatype) == "float16" else float32_kb
+
+
+def float32_kb(engine_kb_: int, datatype: Any) -> int:
+    """The inverse of :func:`engine_kb`: a threshold the engine holds for a vector stored as
+    ``datatype`` (a name or the client's enum; none: float32), in KB of float32."""
+    return engine_kb_ * 2 if _datatype_name(datatype) == "float16" else engine_kb_
+
+
+def _datatype_name(datatype: Any) -> str:
+    return str(getattr(datatype, "value", datatype) or "float32").lower()
+
+
 def built_full_scan_kb(thresholds: dict[str, int], vectors: list[str]) -> int | None:
     """The full-scan threshold (KB) that covers a search of every one of ``vectors``, from the
     thresholds a generation's named vectors were built with; ``None`` when one is unknown."""

@@ -35,6 +35,8 @@ from .base import (
     PointData,
     SearchFilter,
     built_full_scan_kb,
+    engine_kb,
+    float32_kb,
     public_payload,
     stored_point,
     with_fused,
@@ -168,11 +170,13 @@ class QdrantEdgeIndex:
     @staticmethod
     def _full_scan_thresholds(shard_dir: Path) -> dict[str, int]:
         """The full-scan threshold each named vector of a generation was built with (its own
-        HNSW config's, else the collection's; none when the config cannot be read)."""
+        HNSW config's, else the collection's), in KB of float32 (:func:`~.base.float32_kb`: a
+        float16 fused vector is built with half the KB); none when the config cannot be read."""
         try:
             config = json.loads((shard_dir / "edge_config.json").read_text())
             default = config["hnsw_config"]["full_scan_threshold"]
-            return {name: int((params.get("hnsw_config") or {}).get("full_scan_threshold", default))
+            return {name: float32_kb(int((params.get("hnsw_config") or {}).get("full_scan_threshold", default)),
+                                     params.get("datatype"))
                     for name, params in config["vectors"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
@@ -252,7 +256,8 @@ class QdrantEdgeIndex:
             vectors={  # the fused vector holds normalised parts already: a dot product
                 vec: EdgeVectorParams(size=size, distance=Distance.Dot if vec == FUSED else Distance.Cosine,
                                       on_disk=tuning.on_disk or None,
-                                      hnsw_config=hnsw(tuning.full_scan_kb) if vec == FUSED else None,
+                                      hnsw_config=hnsw(engine_kb(tuning.full_scan_kb, tuning.fused_datatype))
+                                      if vec == FUSED else None,
                                       datatype=VectorStorageDatatype.Float16
                                       if vec == FUSED and tuning.fused_datatype == "float16" else None)
                 for vec, size in with_fused(dims).items()

@@ -155,9 +155,10 @@ def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     if not any(w > 0 for w in request.weights.values()):
         return []
     group = request.group_by
-    wanted = with_margin(request.limit)
-    rows = wanted * 4 if group else wanted
     query = fused_query_vector(request) if index.has_vector(FUSED) else None
+    # the margin undoes the stored fused vector's rounding; the per-modality request ranks float32
+    wanted = with_margin(request.limit) if query is not None else request.limit
+    rows = wanted * 4 if group else wanted
     params = index.params_for(request.filter, [FUSED] if query is not None else
                               [name for name, _v, _w in active_vectors(request)], near=request.near)
     picked: list[FusedHit] = []

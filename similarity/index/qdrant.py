@@ -27,6 +27,8 @@ from .base import (
     SearchFilter,
     active_vectors,
     built_full_scan_kb,
+    engine_kb,
+    float32_kb,
     fused_query_vector,
     hit_scores,
     public_payload,
@@ -130,7 +132,8 @@ class QdrantServerIndex:
                 vec: models.VectorParams(
                     size=size, on_disk=tuning.on_disk or None,
                     distance=models.Distance.DOT if vec == FUSED else models.Distance.COSINE,
-                    hnsw_config=(models.HnswConfigDiff(full_scan_threshold=tuning.full_scan_kb)
+                    hnsw_config=(models.HnswConfigDiff(
+                        full_scan_threshold=engine_kb(tuning.full_scan_kb, tuning.fused_datatype))
                                  if vec == FUSED else None),
                     datatype=(models.Datatype.FLOAT16
                               if vec == FUSED and tuning.fused_datatype == "float16" else None),
@@ -218,8 +221,9 @@ class QdrantServerIndex:
         return sizes
 
     def _collection_facts(self) -> tuple[dict[str, int], int | None]:
-        """The full-scan threshold (KB) each named vector of the collection this object addresses
-        was built with (its own HNSW config's, else the collection's), and its points. Read again
+        """The full-scan threshold (KB of float32, :func:`~.base.float32_kb`) each named vector of the
+        collection this object addresses was built with (its own HNSW config's, else the
+        collection's), and its points. Read again
         after a minute: another process's rebuild may have moved the alias to a generation
         built with other settings, and the points grow (``None`` when the server does not say)."""
         key = self._target or self.alias
@@ -230,7 +234,8 @@ class QdrantServerIndex:
         info = self._call("read the collection", lambda: self.client.get_collection(collection))
         default = info.config.hnsw_config.full_scan_threshold
         vectors = info.config.params.vectors if isinstance(info.config.params.vectors, dict) else {}
-        thresholds = {name: int(getattr(p.hnsw_config, "full_scan_threshold", None) or default)
+        thresholds = {name: float32_kb(int(getattr(p.hnsw_config, "full_scan_threshold", None) or default),
+                                       getattr(p, "datatype", None))
                       for name, p in vectors.items()}
         points = None if info.points_count is None else int(info.points_count)
         self._facts[key] = (time.monotonic(), thresholds, points)
