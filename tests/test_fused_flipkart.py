@@ -64,25 +64,28 @@ def _exact_top(vectors, has_image, q: int, allowed: np.ndarray, k: int = 10) -> 
     return [int(i) for i in np.argsort(-fused)[:k] if np.isfinite(fused[i])]
 
 
-@pytest.mark.parametrize("backend", ["edge-hnsw", "qdrant-client"])
+@pytest.mark.parametrize("backend", ["edge-hnsw", "edge-hnsw-float16", "qdrant-client"])
 def test_one_request_equals_exact_fusion_on_flipkart(catalog, backend, tmp_path):
     vectors, has_image, category = catalog
     dims = {name: v.shape[1] for name, v in vectors.items()}
     schema = {"pk": "keyword", "group": "keyword", "category_ids": "integer"}
-    if backend == "edge-hnsw":  # a small indexing threshold: every segment gets its HNSW graph;
+    edge = backend.startswith("edge-hnsw")
+    if edge:  # a small indexing threshold: every segment gets its HNSW graph;
         # hnsw_ef 512: with the default 128 the graph walk missed 15 of 1,200 top-10 entries in
-        # one CI run (recall 0.9875; the build is multi-threaded, so runs differ)
+        # one CI run (recall 0.9875; the build is multi-threaded, so runs differ); float16: the
+        # fused vector stored in half precision (FUSED_DATATYPE), the hits rescored in float32
         index = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="flipkart",
-                                tuning=IndexSettings(indexing_threshold_kb=100, optimize_after=0, hnsw_ef=512))
+                                tuning=IndexSettings(indexing_threshold_kb=100, optimize_after=0, hnsw_ef=512,
+                                                     fused_datatype="float16" if "float16" in backend else "float32"))
     else:
         index = QdrantServerIndex(url=":memory:", collection="flipkart")
     index.ensure(dims, schema)
     index.upsert(_points(vectors, has_image, category))
-    if backend == "edge-hnsw":
+    if edge:
         index.optimize()
         # graphs, not scans: image, text and the fused vector searched
         assert index.indexed_vectors() >= int(has_image.sum()) + 2 * len(has_image) - 200
-    queries = np.random.default_rng(0).choice(len(has_image), 60 if backend == "edge-hnsw" else 8, replace=False)
+    queries = np.random.default_rng(0).choice(len(has_image), 60 if edge else 8, replace=False)
     recall, score_errors = [], []
     for q in queries:
         for match in ({}, {"category_ids": int(category[q])}):

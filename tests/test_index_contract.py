@@ -318,16 +318,16 @@ def test_a_selecting_filter_is_exact_when_it_leaves_few_points_else_walks_with_t
 
 @pytest.mark.parametrize("backend", ["edge", "client-memory"])
 def test_the_fused_vector_is_stored_in_float16_and_ranks_as_float32(backend, tmp_path):
-    """``FUSED_DATATYPE`` "float16" (the default): a new generation stores the fused vector in half
+    """``FUSED_DATATYPE = "float16"``: a new generation stores the fused vector in half
     precision (image and text stay float32: their exact scores are the ones shown); the fused
     ranking and scores are float32's. ``EXACT_FILTER_KB`` still counts a point at its float32
     size (the limit is a cost, which float16 barely lowers): the same filters are scanned and
-    walked either way. ``FUSED_DATATYPE = "float32"`` builds as before; other types are refused."""
+    walked either way. ``"float32"`` (the default) builds as before; other types are refused."""
     from similarity.conf import IndexSettings, _build
     from similarity.exceptions import SimilarityConfigError
     from similarity.index.base import engine_kb, float32_kb
 
-    assert IndexSettings().fused_datatype == "float16"
+    assert IndexSettings().fused_datatype == "float32"
     assert [engine_kb(10_000, "float16"), engine_kb(10_000, "float32"), engine_kb(1, "float16")] == [5_000, 10_000, 1]
     assert [float32_kb(5_000, "float16"), float32_kb(5_000, None), float32_kb(5_000, "Float16")] == [
         10_000, 5_000, 10_000]
@@ -396,7 +396,8 @@ def test_float16_rounding_at_the_end_of_the_list_is_undone_by_the_rescored_margi
     image, text = rng.normal(size=(n, 8)), rng.normal(size=(n, 4))
     image /= np.linalg.norm(image, axis=1, keepdims=True)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
-    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="margin", tuning=IndexSettings())
+    idx = QdrantEdgeIndex(path=str(tmp_path / "edge"), collection="margin",
+                          tuning=IndexSettings(fused_datatype="float16"))
     idx.ensure(DIMS, SCHEMA)
     idx.upsert([PointData(pid(i), {"image": image[i].tolist(), "text": text[i].tolist()}, {"pk": i, "group": i})
                 for i in range(n)])

@@ -253,7 +253,8 @@ def with_margin(limit: int) -> int:
     ``FUSED_DATATYPE``), whose rounding (about 1e-4 of a score) can rank the next point above
     the last one of the exact ranking; rescored with the exact float32 cosines, the rows past
     ``limit`` fall off and the list is the exact ranking's (docs/benchmarks.md, "The fused
-    vector in float16")."""
+    vector in float16"). With one per group, the group's best is still chosen by the engine's
+    score: of two variants a rounding apart, either may stand for the group."""
     return limit + max(2, limit // 5)
 
 
