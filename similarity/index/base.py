@@ -180,8 +180,9 @@ def engine_kb(float32_kb: int, datatype: str | None) -> int:
 
 
 def float32_kb(engine_kb_: int, datatype: Any) -> int:
-    """The inverse of :func:`engine_kb`: a threshold the engine holds for a vector stored as
-    ``datatype`` (a name or the client's enum; none: float32), in KB of float32."""
+    """The inverse of :func:`engine_kb` (up to its rounding: under a point): a threshold the
+    engine holds for a vector stored as ``datatype`` (a name or the client's enum; none:
+    float32), in KB of float32."""
     return engine_kb_ * 2 if _datatype_name(datatype) == "float16" else engine_kb_
 
 
@@ -249,9 +250,9 @@ def part_shares(request: FusedQuery) -> dict[str, float]:
 
 def with_margin(limit: int) -> int:
     """The rows a fused search asks the engine for, to keep ``limit`` of them after
-    :func:`rescored`: the engine ranks by the fused vector as stored (float16 by default,
-    ``FUSED_DATATYPE``), whose rounding (about 1e-4 of a score) can rank the next point above
-    the last one of the exact ranking; rescored with the exact float32 cosines, the rows past
+    :func:`rescored`, on the fused vector: the engine ranks by that vector as stored, whose
+    rounding (float16 with ``FUSED_DATATYPE = "float16"``: about 1e-4 of a score) can rank the
+    next point above the last one of the exact ranking; rescored with the exact float32 cosines, the rows past
     ``limit`` fall off and the list is the exact ranking's (docs/benchmarks.md, "The fused
     vector in float16"). With one per group, the group's best is still chosen by the engine's
     score: of two variants a rounding apart, either may stand for the group."""

@@ -147,8 +147,8 @@ def _payload(request: FusedQuery) -> Any:
 def query_fused(index: QdrantEdgeIndex, request: FusedQuery) -> list[FusedHit]:
     """Run :func:`fused_vector_request` (or, on an older collection or for one modality,
     :func:`fused_request`) on ``index``, then read the kept hits' vectors back by id for their
-    exact per-modality cosines. A few rows more than ``limit`` are asked for and cut after that
-    rescoring (:func:`~.base.with_margin`: the fused vector's rounding). With ``group_by`` the best
+    exact per-modality cosines. On the fused vector a few rows more than ``limit`` are asked for
+    and cut after that rescoring (:func:`~.base.with_margin`: its rounding). With ``group_by`` the best
     of each group is kept here from ``4 ×`` as many fused rows (qdrant-edge has no grouping API);
     when variants fill those rows and leave fewer groups, the request runs again without the
     groups already taken (rare: a catalog of many-variant products)."""

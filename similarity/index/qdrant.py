@@ -305,7 +305,8 @@ class QdrantServerIndex:
 
     def query_fused(self, request: FusedQuery) -> list[FusedHit]:
         """One request (see :mod:`.qdrant_fused`); one per group through ``query_points_groups``;
-        a few rows more than ``limit``, cut after the exact rescoring (:func:`~.base.with_margin`)."""
+        on the fused vector a few rows more than ``limit``, cut after the exact rescoring
+        (:func:`~.base.with_margin`)."""
         if not any(w > 0 for w in request.weights.values()):
             return []
         query = fused_query_vector(request) if self.has_vector(FUSED) else None
@@ -317,7 +318,8 @@ class QdrantServerIndex:
             if query is not None else
             fused_arguments(request, search_filter=request.filter, params=params, to_filter=to_client_filter)
         )
-        rows = with_margin(request.limit)
+        # the margin undoes the stored fused vector's rounding; the per-modality request ranks float32
+        rows = with_margin(request.limit) if query is not None else request.limit
         if request.group_by:
             group_by = request.group_by
             response = self._call("query groups", lambda: self.client.query_points_groups(
