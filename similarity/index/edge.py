@@ -137,9 +137,10 @@ class QdrantEdgeIndex:
                 "process at a time; stop the other process or set QDRANT_URL."
             ) from exc
         self._shard_lock = lock
-        self._vectors = self._vector_sizes(self.root / name)
-        self._full_scan_kb = self._full_scan_thresholds(self.root / name)
-        self._fused_type = self._fused_datatype(self.root / name)
+        config = self._config(self.root / name)
+        self._vectors = self._vector_sizes(config)
+        self._full_scan_kb = self._full_scan_thresholds(config)
+        self._fused_type = self._fused_datatype(config)
         self._size = None
         if self.tuning.preload and not self._pinned:  # never a generation while it is built
             from .preload import preload_in_background
@@ -149,36 +150,45 @@ class QdrantEdgeIndex:
         return shard
 
     @staticmethod
-    def _vector_sizes(shard_dir: Path) -> dict[str, int]:
-        """The named vectors of a generation (qdrant-edge keeps its config beside the data)."""
+    def _config(shard_dir: Path) -> dict[str, Any]:
+        """A generation's config (qdrant-edge keeps it beside the data; empty when unreadable),
+        read once per open for :meth:`_vector_sizes`, :meth:`_full_scan_thresholds` and
+        :meth:`_fused_datatype`."""
         try:
-            vectors = json.loads((shard_dir / "edge_config.json").read_text())["vectors"]
-            return {name: int(params["size"]) for name, params in vectors.items()}
-        except (OSError, ValueError, KeyError, TypeError):
+            config = json.loads((shard_dir / "edge_config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
+    @staticmethod
+    def _vector_sizes(config: dict[str, Any]) -> dict[str, int]:
+        """The named vectors of a generation and their sizes."""
+        try:
+            return {name: int(params["size"]) for name, params in config["vectors"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
             return {}
 
     @staticmethod
-    def _fused_datatype(shard_dir: Path) -> str | None:
+    def _fused_datatype(config: dict[str, Any]) -> str | None:
         """How a generation stores its fused vector (``FUSED_DATATYPE`` when it was built; float32
         when its config does not say; ``None``: it has no fused vector, or no readable config)."""
         try:
-            vectors = json.loads((shard_dir / "edge_config.json").read_text())["vectors"]
+            vectors = config["vectors"]
             return str(vectors[FUSED].get("datatype") or "float32").lower() if FUSED in vectors else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError):
             return None
 
     @staticmethod
-    def _full_scan_thresholds(shard_dir: Path) -> dict[str, int]:
+    def _full_scan_thresholds(config: dict[str, Any]) -> dict[str, int]:
         """The full-scan threshold each named vector of a generation was built with (its own
         HNSW config's, else the collection's), in KB of float32 (:func:`~.base.float32_kb`: a
         float16 fused vector is built with half the KB); none when the config cannot be read."""
         try:
-            config = json.loads((shard_dir / "edge_config.json").read_text())
             default = config["hnsw_config"]["full_scan_threshold"]
             return {name: float32_kb(int((params.get("hnsw_config") or {}).get("full_scan_threshold", default)),
                                      params.get("datatype"))
                     for name, params in config["vectors"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             return {}
 
     def has_vector(self, name: str) -> bool:
