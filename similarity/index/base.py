@@ -176,17 +176,19 @@ def engine_kb(float32_kb: int, datatype: str | None) -> int:
     given it for a vector stored as ``datatype``: the engine turns KB into points by the stored
     bytes, so a float16 vector needs half the KB for the same points (and the planner scans the
     same filters and segments as in float32)."""
-    return max(1, float32_kb // 2) if _datatype_name(datatype) == "float16" else float32_kb
+    return max(1, float32_kb // 2) if datatype_name(datatype) == "float16" else float32_kb
 
 
 def float32_kb(engine_kb_: int, datatype: Any) -> int:
     """The inverse of :func:`engine_kb` (up to its rounding: under a point): a threshold the
     engine holds for a vector stored as ``datatype`` (a name or the client's enum; none:
     float32), in KB of float32."""
-    return engine_kb_ * 2 if _datatype_name(datatype) == "float16" else engine_kb_
+    return engine_kb_ * 2 if datatype_name(datatype) == "float16" else engine_kb_
 
 
-def _datatype_name(datatype: Any) -> str:
+def datatype_name(datatype: Any) -> str:
+    """A stored vector's type as a lower-case name ("float16"), from a name or the client's enum;
+    none: "float32", the engines' default."""
     return str(getattr(datatype, "value", datatype) or "float32").lower()
 
 

@@ -35,6 +35,7 @@ from .base import (
     PointData,
     SearchFilter,
     built_full_scan_kb,
+    datatype_name,
     engine_kb,
     float32_kb,
     public_payload,
@@ -174,7 +175,7 @@ class QdrantEdgeIndex:
         when its config does not say; ``None``: it has no fused vector, or no readable config)."""
         try:
             vectors = config["vectors"]
-            return str(vectors[FUSED].get("datatype") or "float32").lower() if FUSED in vectors else None
+            return datatype_name(vectors[FUSED].get("datatype")) if FUSED in vectors else None
         except (KeyError, TypeError, AttributeError):
             return None
 
