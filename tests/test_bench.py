@@ -138,3 +138,18 @@ def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
         assert report[name]["graph_ef128"]["n"] == report[name]["default"]["n"] == 6
         assert 0.0 < report[name]["graph_ef512"]["recall@10"] <= 1.0 and report[name]["default"]["paired_p50_ratio"] > 0
     assert report["filtered"]["default"]["recall@10"] == 1.0  # a few hundred points: exact
+    # and where a filtered query's time goes, on the same kept index
+    profiled = subprocess.run(
+        [sys.executable, "-m", "bench.scale_profile", "--reuse", str(tmp_path / "scale-edge-1500-f32"),
+         "--size", "1500", "--queries", "8", "--warm", "2", "--json", str(tmp_path / "profile.json")],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert profiled.returncode == 0, profiled.stderr[-3000:]
+    profile = json.loads((tmp_path / "profile.json").read_text())["profile"]
+    assert profile["category_7"]["points"] == built["filter_points"]["filtered"]
+    assert profile["ten_categories"]["points"] == built["filter_points"]["filtered_wide"]
+    for rows in profile.values():
+        assert set(rows) == {"points", "query_fused", "engine_exact"}  # float32: no int8 scan to time
+        assert rows["query_fused"]["n"] == rows["engine_exact"]["n"] == 8
+        assert 0 < rows["engine_exact"]["p50_ms"] <= rows["engine_exact"]["p99_ms"]
+    assert "category_7" in profiled.stdout and "engine_exact" in profiled.stdout

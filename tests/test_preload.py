@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from similarity.conf import IndexSettings
+from similarity.index import preload as preload_module
 from similarity.index.base import PointData
 from similarity.index.edge import QdrantEdgeIndex
-from similarity.index.preload import preload
+from similarity.index.preload import _order, preload
 
 DIMS = {"image": 16, "text": 8}
 SCHEMA = {"pk": "keyword", "group": "keyword"}
@@ -37,13 +38,19 @@ def _generation(index: QdrantEdgeIndex) -> Path:
     return index.root / index.pointer.read_text().strip()
 
 
+def _on_disk_mb(folder: Path) -> float:
+    """The generation's files but its write-ahead log (never read by a search), in MB."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "wal" not in f.parts) / 2**20
+
+
 def test_preload_reads_every_file_of_the_generation_once(tmp_path):
     index = _filled(tmp_path, preload=False)
     folder = _generation(index)
     index.close()
-    on_disk = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+    on_disk = _on_disk_mb(folder)
+    assert any(f.is_file() for f in (folder / "wal").rglob("*")), "the shard has a write-ahead log"
     done = preload(folder)
-    assert done["preloaded"] and on_disk > 0
+    assert done["preloaded"] and done["complete"] and on_disk > 0 and done["skipped_mb"] == 0
     assert done["read_mb"] == pytest.approx(on_disk, rel=0.05) and done["files_mb"] == pytest.approx(on_disk, rel=0.05)
     refused = preload(folder, share=0.0)  # more than the memory it may take: nothing read
     assert not refused["preloaded"] and "read_mb" not in refused
@@ -77,3 +84,44 @@ def test_opening_a_generation_preloads_it_in_the_background_and_queries_meanwhil
     assert again.preloading is not None, "the new live generation is read after the switch"
     again.preloading.join(timeout=30)
     again.close()
+
+
+def test_when_the_files_exceed_the_memory_the_ones_every_search_reads_come_first(tmp_path, monkeypatch):
+    """A 1M index with its originals on disk is more than the page cache can hold beside the
+    serving process: the graphs and payload indexes are read, then the fused vector's originals
+    (every find_similar reads them), then the other vectors', smallest first, the int8 copies
+    (held in the engine's memory) last; a file that does not fit is skipped, never cut."""
+    index = _filled(tmp_path, preload=False, quantization="int8", indexing_threshold_kb=1)
+    index.optimize()  # the int8 copies are built with the graph
+    folder = _generation(index)
+    index.close()
+    files = [f for f in folder.rglob("*") if f.is_file() and "wal" not in f.parts]
+    ordered = _order(files)
+    assert sorted(ordered) == sorted(files)
+
+    def storage(f: Path) -> str | None:
+        return next((p.removeprefix("vector_storage-") for p in f.parts if p.startswith("vector_storage-")), None)
+
+    def kind(f: Path) -> str:
+        if storage(f) is None or "deleted" in f.parts or f.name.startswith("deleted"):
+            return "other"
+        return "int8" if f.name.startswith("quantized") else storage(f)
+
+    totals = {name: sum(f.stat().st_size for f in files if kind(f) == name) for name in ("image", "text")}
+
+    def rank(f: Path) -> tuple[int, int]:
+        k = kind(f)
+        return {"other": (0, 0), "fused": (1, 0), "int8": (3, 0)}.get(k) or (2, totals[k])
+
+    ranks = [rank(f) for f in ordered]
+    assert ranks == sorted(ranks), [(kind(f), rank(f)) for f in ordered]
+    assert {kind(f) for f in files} == {"other", "fused", "image", "text", "int8"}
+    others = sum(f.stat().st_size for f in ordered if kind(f) == "other")
+    fused = sum(f.stat().st_size for f in ordered if kind(f) == "fused")
+    # memory for the small files and the fused originals, not for the rest
+    monkeypatch.setattr(preload_module, "available_mb", lambda: (others + fused + 1024) / 2**20)
+    done = preload(folder, share=1.0)
+    assert done["preloaded"] and not done["complete"]
+    assert done["read_mb"] * 2**20 <= others + fused + 1024
+    assert done["read_mb"] * 2**20 >= others + fused
+    assert done["read_mb"] + done["skipped_mb"] == pytest.approx(_on_disk_mb(folder), rel=0.01)

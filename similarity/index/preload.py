@@ -13,8 +13,14 @@ the reads release the GIL.
 
 Each generation is read at most once per process (a worker that opens and closes the index for
 every task does not read it again), never while it is being built (a pinned generation), and the
-read stops when the process closes the generation. Skipped when the files would take more than
-:data:`MEMORY_SHARE` of the memory available (the page cache would only evict something else).
+read stops when the process closes the generation. What is read is at most :data:`MEMORY_SHARE`
+of the memory available (more and the page cache would only evict something else); when the
+files are more than that, the ones every search reads come first (:func:`_order`): the graphs,
+payload indexes, payloads and id trackers, then the :data:`~.base.FUSED` vector's originals (the
+graph walk of every ``find_similar`` and the rescoring of an int8 search read them), then the
+other named vectors' originals, smallest first, and the int8 copies last (the engine holds them
+in its own memory: ``always_ram``). The write-ahead log is never read (only a shard's open after
+a crash replays it). A file that does not fit in what is left of the budget is skipped, not cut.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from .base import FUSED
 
 logger = logging.getLogger(__name__)
 
@@ -58,31 +66,74 @@ def available_mb() -> float:
 
 
 def _files(folder: Path) -> list[Path]:
-    """The files under ``folder`` (``os.walk`` skips what vanishes meanwhile: the engine replaces
-    segments, a rebuild sweeps old generations)."""
-    return [Path(root) / name for root, _dirs, names in os.walk(folder) for name in names]
+    """The files under ``folder`` but the write-ahead log (``os.walk`` skips what vanishes
+    meanwhile: the engine replaces segments, a rebuild sweeps old generations)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "wal"]
+        files += [Path(root) / name for name in names]
+    return files
+
+
+def _vectors_of(path: Path) -> tuple[str, bool] | None:
+    """``(named vector, int8 copy)`` for a file of a named vector's storage
+    (``vector_storage-<name>/``), else None. Its deletion flags are not vectors."""
+    for part in path.parts[:-1]:
+        if part.startswith("vector_storage-"):
+            if "deleted" in path.parts or path.name.startswith("deleted"):
+                return None
+            return part.removeprefix("vector_storage-"), path.name.startswith("quantized")
+    return None
+
+
+def _order(files: list[Path]) -> list[Path]:
+    """``files`` in the order :func:`preload` reads them (see the module docstring)."""
+    sizes = {f: _size(f) for f in files}
+    per_vector: dict[str, int] = {}
+    for f in files:
+        kind = _vectors_of(f)
+        if kind and not kind[1]:
+            per_vector[kind[0]] = per_vector.get(kind[0], 0) + sizes[f]
+
+    def rank(f: Path) -> tuple[int, int, str]:
+        kind = _vectors_of(f)
+        if kind is None:
+            return (0, 0, str(f))
+        name, quantized = kind
+        if quantized:
+            return (3, 0, str(f))
+        return (1, 0, str(f)) if name == FUSED else (2, per_vector[name], str(f))
+
+    return sorted(files, key=rank)
 
 
 def preload(folder: Path, *, share: float = MEMORY_SHARE, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Read every file under ``folder`` once (when they fit in ``share`` of the available memory),
-    until ``stop`` is set. Returns what it did: ``preloaded``, ``files_mb``, ``read_mb``, ``seconds``."""
-    files = _files(Path(folder))
+    """Read the files under ``folder`` once, in :func:`_order`, as many as fit in ``share`` of the
+    available memory, until ``stop`` is set. Returns what it did: ``preloaded`` (something was
+    read), ``complete`` (every file), ``files_mb``, ``read_mb``, ``skipped_mb``, ``seconds``."""
+    files = _order(_files(Path(folder)))
     size_mb = sum(_size(f) for f in files) / 2**20
     memory = available_mb()
-    if not files or size_mb > share * memory:
+    budget = share * memory * 2**20
+    if not files or not any(_size(f) <= budget for f in files):
         return {"preloaded": False, "files_mb": size_mb, "memory_available_mb": memory}
-    started, read = time.perf_counter(), 0
+    started, read, skipped = time.perf_counter(), 0, 0
     buffer = bytearray(CHUNK)
     for path in files:
         if stop is not None and stop.is_set():
             break
+        size = _size(path)
+        if read + size > budget:
+            skipped += size
+            continue
         try:
             with open(path, "rb", buffering=0) as fh:
                 while (n := fh.readinto(buffer)) and not (stop is not None and stop.is_set()):
                     read += n
         except OSError:  # a file replaced by the engine meanwhile: nothing to warm
             continue
-    return {"preloaded": True, "files_mb": size_mb, "read_mb": read / 2**20,
+    return {"preloaded": True, "complete": skipped == 0, "files_mb": size_mb, "read_mb": read / 2**20,
+            "skipped_mb": skipped / 2**20, "memory_available_mb": memory,
             "seconds": time.perf_counter() - started, "stopped": bool(stop is not None and stop.is_set())}
 
 
@@ -102,7 +153,9 @@ def preload_in_background(folder: Path, stop: threading.Event) -> threading.Thre
             logger.debug("could not preload %s", folder, exc_info=True)
             return
         if done["preloaded"]:
-            logger.info("preloaded %s: %.0f MB in %.1f s%s", Path(folder).name, done["read_mb"], done["seconds"],
+            logger.info("preloaded %s: %.0f MB in %.1f s%s%s", Path(folder).name, done["read_mb"], done["seconds"],
+                        "" if done["complete"] else
+                        f" ({done['skipped_mb']:.0f} MB left out: more than the memory available)",
                         " (stopped: the generation was closed)" if done["stopped"] else "")
         else:
             logger.info("not preloading %s: %.0f MB of files, %.0f MB of memory available",
