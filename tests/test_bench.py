@@ -153,3 +153,23 @@ def test_filtered_ef_bench_compares_two_values_on_a_kept_index(tmp_path: Path):
         assert rows["query_fused"]["n"] == rows["engine_exact"]["n"] == 8
         assert 0 < rows["engine_exact"]["p50_ms"] <= rows["engine_exact"]["p99_ms"]
     assert "category_7" in profiled.stdout and "engine_exact" in profiled.stdout
+    # with int8, the planner's scan of the int8 copy is timed too
+    built8 = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--size", "1500", "--centres", str(centres), "--queries", "3",
+         "--quantization", "int8", "--exact-filter-kb", "100000", "--workdir", str(tmp_path),
+         "--json", str(tmp_path / "build8.json"), "--keep"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert built8.returncode == 0, built8.stderr[-3000:]
+    profiled8 = subprocess.run(
+        [sys.executable, "-m", "bench.scale_profile", "--reuse", str(tmp_path / "scale-edge-1500-int8"),
+         "--size", "1500", "--quantization", "int8", "--queries", "8", "--warm", "2",
+         "--json", str(tmp_path / "profile8.json")],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert profiled8.returncode == 0, profiled8.stderr[-3000:]
+    report8 = json.loads((tmp_path / "profile8.json").read_text())
+    assert report8["quantization"] == "int8" and report8["exact_filter_kb"] == 100_000
+    for rows in report8["profile"].values():
+        assert set(rows) == {"points", "query_fused", "engine_exact", "engine_planner_int8"}
+        assert rows["engine_planner_int8"]["n"] == 8 and rows["engine_planner_int8"]["p50_ms"] > 0

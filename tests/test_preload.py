@@ -43,7 +43,7 @@ def _on_disk_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "wal" not in f.parts) / 2**20
 
 
-def test_preload_reads_every_file_of_the_generation_once(tmp_path):
+def test_preload_reads_every_file_of_the_generation_once(tmp_path, monkeypatch):
     index = _filled(tmp_path, preload=False)
     folder = _generation(index)
     index.close()
@@ -51,13 +51,19 @@ def test_preload_reads_every_file_of_the_generation_once(tmp_path):
     assert any(f.is_file() for f in (folder / "wal").rglob("*")), "the shard has a write-ahead log"
     done = preload(folder)
     assert done["preloaded"] and done["complete"] and on_disk > 0 and done["skipped_mb"] == 0
+    wal = sum(f.stat().st_size for f in (folder / "wal").rglob("*") if f.is_file())
+    everything = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert done["files_mb"] * 2**20 == everything - wal, "the write-ahead log is never read"
     assert done["read_mb"] == pytest.approx(on_disk, rel=0.05) and done["files_mb"] == pytest.approx(on_disk, rel=0.05)
     refused = preload(folder, share=0.0)  # more than the memory it may take: nothing read
     assert not refused["preloaded"] and "read_mb" not in refused
     stop = threading.Event()
     stop.set()  # the generation was closed: the read stops
     stopped = preload(folder, stop=stop)
-    assert stopped["stopped"] and stopped["read_mb"] == 0
+    assert stopped["stopped"] and stopped["read_mb"] == 0 and not stopped["complete"] and not stopped["preloaded"]
+    monkeypatch.setattr(preload_module, "available_mb", lambda: 0.0)  # no memory known (not Linux): nothing
+    assert preload(folder) == {"preloaded": False, "files_mb": pytest.approx(on_disk, rel=0.05),
+                               "memory_available_mb": 0.0}
     assert not preload(tmp_path / "gone")["preloaded"]  # a folder swept meanwhile: nothing, no error
 
 
@@ -122,6 +128,15 @@ def test_when_the_files_exceed_the_memory_the_ones_every_search_reads_come_first
     monkeypatch.setattr(preload_module, "available_mb", lambda: (others + fused + 1024) / 2**20)
     done = preload(folder, share=1.0)
     assert done["preloaded"] and not done["complete"]
-    assert done["read_mb"] * 2**20 <= others + fused + 1024
-    assert done["read_mb"] * 2**20 >= others + fused
+    read = round(done["read_mb"] * 2**20)
+    assert others + fused <= read <= others + fused + 1024
+    # whole files only: what was read is the sum of some files' sizes (the first ones, and small
+    # ones after them that still fitted), never a file cut short
+    sizes = [f.stat().st_size for f in ordered]
+    taken, total = [], 0
+    for size in sizes:
+        if total + size <= others + fused + 1024:
+            taken.append(size)
+            total += size
+    assert read == total
     assert done["read_mb"] + done["skipped_mb"] == pytest.approx(_on_disk_mb(folder), rel=0.01)

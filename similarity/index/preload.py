@@ -19,8 +19,9 @@ files are more than that, the ones every search reads come first (:func:`_order`
 payload indexes, payloads and id trackers, then the :data:`~.base.FUSED` vector's originals (the
 graph walk of every ``find_similar`` and the rescoring of an int8 search read them), then the
 other named vectors' originals, smallest first, and the int8 copies last (the engine holds them
-in its own memory: ``always_ram``). The write-ahead log is never read (only a shard's open after
-a crash replays it). A file that does not fit in what is left of the budget is skipped, not cut.
+in its own memory: ``always_ram``). The write-ahead log is not read: the engine replays it when it
+opens the shard, before this starts, and no search reads it. A file that does not fit in what is
+left of the budget is skipped, not cut.
 """
 
 from __future__ import annotations
@@ -110,14 +111,16 @@ def _order(files: list[Path]) -> list[Path]:
 def preload(folder: Path, *, share: float = MEMORY_SHARE, stop: threading.Event | None = None) -> dict[str, Any]:
     """Read the files under ``folder`` once, in :func:`_order`, as many as fit in ``share`` of the
     available memory, until ``stop`` is set. Returns what it did: ``preloaded`` (something was
-    read), ``complete`` (every file), ``files_mb``, ``read_mb``, ``skipped_mb``, ``seconds``."""
+    read), ``complete`` (every file, not stopped), ``files_mb``, ``read_mb``, ``skipped_mb``,
+    ``seconds``; with nothing to read (no memory known, nothing fits) only ``preloaded`` false,
+    ``files_mb`` and ``memory_available_mb``."""
     files = _order(_files(Path(folder)))
     size_mb = sum(_size(f) for f in files) / 2**20
     memory = available_mb()
     budget = share * memory * 2**20
-    if not files or not any(_size(f) <= budget for f in files):
+    if budget <= 0 or not any(0 < _size(f) <= budget for f in files):
         return {"preloaded": False, "files_mb": size_mb, "memory_available_mb": memory}
-    started, read, skipped = time.perf_counter(), 0, 0
+    started, read, skipped, missed = time.perf_counter(), 0, 0, 0
     buffer = bytearray(CHUNK)
     for path in files:
         if stop is not None and stop.is_set():
@@ -131,10 +134,11 @@ def preload(folder: Path, *, share: float = MEMORY_SHARE, stop: threading.Event 
                 while (n := fh.readinto(buffer)) and not (stop is not None and stop.is_set()):
                     read += n
         except OSError:  # a file replaced by the engine meanwhile: nothing to warm
-            continue
-    return {"preloaded": True, "complete": skipped == 0, "files_mb": size_mb, "read_mb": read / 2**20,
-            "skipped_mb": skipped / 2**20, "memory_available_mb": memory,
-            "seconds": time.perf_counter() - started, "stopped": bool(stop is not None and stop.is_set())}
+            missed += 1
+    stopped = bool(stop is not None and stop.is_set())
+    return {"preloaded": read > 0, "complete": skipped == 0 and missed == 0 and not stopped,
+            "files_mb": size_mb, "read_mb": read / 2**20, "skipped_mb": skipped / 2**20,
+            "memory_available_mb": memory, "seconds": time.perf_counter() - started, "stopped": stopped}
 
 
 def preload_in_background(folder: Path, stop: threading.Event) -> threading.Thread | None:
@@ -154,8 +158,8 @@ def preload_in_background(folder: Path, stop: threading.Event) -> threading.Thre
             return
         if done["preloaded"]:
             logger.info("preloaded %s: %.0f MB in %.1f s%s%s", Path(folder).name, done["read_mb"], done["seconds"],
-                        "" if done["complete"] else
-                        f" ({done['skipped_mb']:.0f} MB left out: more than the memory available)",
+                        f" ({done['skipped_mb']:.0f} MB left out: more than the memory available)"
+                        if done["skipped_mb"] else "",
                         " (stopped: the generation was closed)" if done["stopped"] else "")
         else:
             logger.info("not preloading %s: %.0f MB of files, %.0f MB of memory available",
