@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows = with_margin(query.limit) * 4  # one per group, as query_fused asks
             params = SearchParams(exact=exact, hnsw_ef=index.tuning.search_ef(filtered=True),
                                   quantization=QuantizationSearchParams(rescore=True) if args.quantization else None)
-            per_part = rows if exact or not args.quantization else query.fetch  # as edge_fused._per_part
+            per_part = edge_fused._per_part(index, query, rows, params)  # what query_fused asks each part for
             vector = fused_query_vector(query)
             assert vector is not None  # both parts weighted
             return index.run_query(edge_fused.fused_vector_request(
